@@ -1,0 +1,61 @@
+"""The `lowshot` command: one subcommand per DVC stage, each reading ./params.yaml (or --params)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+import typer
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from lowshot.params import ParamsError, load_params
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="lowshot: a few dozen Monet paintings -> a Monet-style photo translator (DVC pipeline).")
+log = logging.getLogger("lowshot")
+
+PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="params file to read (validated first)")
+QUIET = typer.Option(False, "--quiet", "-q", help="no progress bars; warnings only")
+
+
+def _run_stage(name: str, params_path: Path, quiet: bool, **kwargs) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        params = load_params(params_path)
+    except ParamsError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    stage = importlib.import_module(f"stages.{name}")
+    with logging_redirect_tqdm():
+        try:
+            result = stage.run(params, progress=not quiet, **kwargs)
+        except (OSError, ValueError, RuntimeError) as e:
+            log.debug("stage %s failed", name, exc_info=True)
+            typer.echo(f"error: {name}: {e}", err=True)
+            raise typer.Exit(1) from None
+    if result is not None and hasattr(result, "describe"):
+        typer.echo(f"{name}: {result.describe()}")
+
+
+@app.command()
+def scrape(params: Path = PARAMS, quiet: bool = QUIET) -> None:
+    """Scrape WikiArt paintings (params `scrape`) into data/scraped/."""
+    _run_stage("scrape", params, quiet)
+
+
+@app.command()
+def fetch(params: Path = PARAMS, quiet: bool = QUIET) -> None:
+    """Fetch the photo domain and the real Monets (params `fetch`) into data/external/."""
+    _run_stage("fetch", params, quiet)
+
+
+@app.command()
+def preprocess(params: Path = PARAMS, quiet: bool = QUIET) -> None:
+    """Resize every image set to `preprocess.size` px (params `preprocess`) into data/processed/."""
+    _run_stage("preprocess", params, quiet)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of a real-image folder in ../shared/datasets; skips the test when it is absent."""
+    path = SHARED_DATASETS / name
+    if not path.is_dir() or not any(path.iterdir()):
+        pytest.skip(f"{path} not present")
+    return path
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO
