@@ -43,10 +43,14 @@ class RateLimiter:
     oldest of them is at least `per_seconds` old, so no window of that length ever holds more.
     """
 
-    def __init__(self, requests: int, per_seconds: float, clock=time.monotonic, sleep=time.sleep) -> None:
+    def __init__(self, requests: int, per_seconds: float, *, margin_s: float = 0.05, clock=time.monotonic,
+                 sleep=time.sleep) -> None:
         if requests < 1 or per_seconds <= 0:
             raise ValueError(f"rate limit must be >= 1 request per > 0 s, got {requests} per {per_seconds}")
         self.requests, self.per_seconds = requests, per_seconds
+        # the server sees a request a little after it starts, and that delay varies: spacing starts by a
+        # margin more than the window keeps the limit in the server's own log too
+        self.margin_s = margin_s
         self._starts: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()
         self._clock, self._sleep = clock, sleep
@@ -59,13 +63,12 @@ class RateLimiter:
                 if len(self._starts) < self.requests:
                     self._starts.append(now)
                     return
-                wait = self._starts[0] + self.per_seconds - now
+                wait = self._starts[0] + self.per_seconds + self.margin_s - now
                 if wait <= 0:
                     self._starts.popleft()
                     self._starts.append(now)
                     return
-            # a small margin keeps a clock tick from putting two starts exactly `per_seconds` apart
-            self._sleep(wait + 0.005)
+            self._sleep(wait)
 
 
 @dataclass
