@@ -101,6 +101,94 @@ class PreprocessParams(Section):
     workers: int = Field(2, ge=1, le=64, description="worker processes")
 
 
+# --- rank / evaluate ----------------------------------------------------------------------------------
+
+
+class RankParams(Section):
+    method: Literal["clip", "exemplar"] = Field("clip", description="clip: similarity to prompts; exemplar: to the real Monets")
+    model: str = Field("ViT-B-32", description="open_clip model name")
+    pretrained: str | None = Field("openai", description="open_clip pretrained tag (downloaded, cached) or a local checkpoint path")
+    prompts: list[str] = Field(["monet painting"], min_length=1, description="score = mean cosine similarity to these ...")
+    negative_prompts: list[str] = Field([], description="... minus the mean similarity to these")
+    features: Literal["clip", "inception"] = Field("clip", description="exemplar space; inception needs no CLIP weights")
+    top_k: int = Field(5, ge=1, description="exemplar score = mean of the top-k similarities to the real Monets")
+    top_n: int = Field(400, ge=1, description="keep the best N scraped paintings")
+    batch_size: int = Field(64, ge=1, description="images per forward pass")
+    workers: int = Field(2, ge=0, le=64, description="decoding worker processes")
+
+
+class EvaluateParams(Section):
+    reference: str = Field("data/processed/monet_ref", description="folder of the reference Monets")
+    mifid_eps: float = Field(0.1, gt=0, le=1, description="MiFID memorisation threshold on the mean min cosine distance")
+    kid_subsets: int = Field(100, ge=1, description="KID: number of random subsets")
+    kid_subset_size: int = Field(1000, ge=2, description="KID: images per subset (clipped to the set sizes)")
+    batch_size: int = Field(64, ge=1, description="Inception batch size")
+    workers: int = Field(2, ge=0, le=64, description="decoding worker processes")
+
+
+# --- train (the GAN) / generate -----------------------------------------------------------------------
+
+
+class AugParams(Section):
+    kind: Literal["ada", "diffaugment", "fixed", "none"] = Field("diffaugment", description="augmentation of D's inputs")
+    policy: str = Field("color,translation,cutout", description="DiffAugment ops (kind diffaugment)")
+    p: float = Field(0.2, ge=0, le=1, description="ADA probability: fixed value (kind fixed), initial value (kind ada)")
+    target: float = Field(0.6, gt=0, lt=1, description="ADA: target of r_t = E[sign(D(real))]")
+    speed_kimg: float = Field(500, gt=0, description="ADA: p can move 0 -> 1 in this many thousand images")
+    interval: int = Field(4, ge=1, description="ADA: adjust p every this many minibatches")
+
+
+class TrainParams(Section):
+    arch: Literal["lightweight", "stylegan2"] = Field("lightweight", description="lightweight-GAN (FastGAN) or StyleGAN2")
+    resolution: int = Field(128, description="image side, pixels: 32, 64, 128 or 256")
+    batch: int = Field(16, ge=1, description="images per minibatch (all GPUs together)")
+    kimg: float = Field(50.0, gt=0, description="training length, thousands of real images shown to D (0.5 = 500)")
+    lr_g: float = Field(0.0002, gt=0, description="generator learning rate (two time-scale rule: set lr_d apart)")
+    lr_d: float = Field(0.0002, gt=0, description="discriminator learning rate")
+    ema_kimg: float = Field(5.0, ge=0, description="half-life of the generator EMA, thousands of images (0 = no EMA)")
+    ema_rampup: float | None = Field(0.05, ge=0, description="EMA half-life ramp-up as a fraction of images seen (null = off)")
+    r1_gamma: float | None = Field(None, ge=0, description="R1 weight (stylegan2); null = 0.0002 * resolution^2 / batch")
+    r1_interval: int = Field(16, ge=1, description="lazy R1 every this many D steps (stylegan2)")
+    pl_weight: float = Field(2.0, ge=0, description="path length regularisation weight (stylegan2; 0 = off)")
+    pl_interval: int = Field(4, ge=1, description="lazy path length every this many G steps (stylegan2)")
+    style_mix_prob: float = Field(0.9, ge=0, le=1, description="style mixing probability (stylegan2)")
+    recon_weight: float = Field(1.0, ge=0, description="D's self-supervised reconstruction loss weight (lightweight)")
+    aug: AugParams = AugParams()
+    monet_repeat: int = Field(5, ge=0, description="times each real Monet appears per epoch beside the ranked paintings")
+    mirror: bool = Field(True, description="random horizontal flips of the training images")
+    tick_kimg: float = Field(1.0, gt=0, description="log, check and save state every this many thousand images")
+    snapshot_kimg: float = Field(5.0, gt=0, description="full-state checkpoint every this many thousand images")
+    keep_snapshots: int = Field(3, ge=1, description="full-state checkpoints kept (older ones rotated out)")
+    fid_every_kimg: float | None = Field(10.0, gt=0, description="FID against monet_ref every this many kimg (null = off)")
+    fid_images: int = Field(500, ge=2, description="generated images per FID measurement")
+    grid_size: int = Field(16, ge=1, description="images in the fixed-seed sample grid")
+    bf16: bool = Field(False, description="bf16 autocast for forward passes (CPU and GPU)")
+    resume_from: str | None = Field(None, description="checkpoint of another run to start from (transfer learning; kimg restarts)")
+    workers: int = Field(2, ge=0, le=64, description="data-loading worker processes")
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution(cls, v: int) -> int:
+        if v not in (32, 64, 128, 256):
+            raise ValueError(f"must be 32, 64, 128 or 256, got {v}")
+        return v
+
+    @field_validator("aug")
+    @classmethod
+    def _policy(cls, v: AugParams) -> AugParams:
+        bad = [op for op in v.policy.split(",") if op.strip() and op.strip() not in ("color", "translation", "cutout")]
+        if bad:
+            raise ValueError(f"policy has unknown ops {bad} (known: color, translation, cutout)")
+        return v
+
+
+class GenerateParams(Section):
+    count: int = Field(1000, ge=1, description="images drawn from G_ema")
+    keep: int = Field(300, ge=1, description="best images kept after scoring with the rank scorer")
+    truncation: float = Field(1.0, ge=0, le=2, description="psi toward the tracked mean w (stylegan2; 1 = none)")
+    batch_size: int = Field(32, ge=1, description="images per forward pass")
+
+
 # --- the file -----------------------------------------------------------------------------------------
 
 
@@ -110,6 +198,10 @@ class Params(Section):
     scrape: ScrapeParams = ScrapeParams()
     fetch: FetchParams = FetchParams()
     preprocess: PreprocessParams = PreprocessParams()
+    rank: RankParams = RankParams()
+    train: TrainParams = TrainParams()
+    generate: GenerateParams = GenerateParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
     @field_validator("device")
     @classmethod
