@@ -1,0 +1,103 @@
+"""The DVC pipeline end to end, in a temporary copy of the repository, against local servers only."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from wikiart_server import FakeWikiArt
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _sh(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def copy_repo(dest: Path) -> Path:
+    """The project's tracked and new files, as a fresh git repository."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for f in files:
+        if (REPO / f).is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, dest / f)
+    _sh(["git", "init", "-q"], dest)
+    _sh(["git", "add", "-A"], dest)
+    _sh(["git", "commit", "-qm", "copy"], dest)
+    return dest
+
+
+def image_folder(path: Path, n: int, size: tuple[int, int], seed: int) -> Path:
+    path.mkdir(parents=True)
+    for i in range(n):
+        img = Image.effect_noise(size, 40 + 5 * i).convert("RGB")
+        img = Image.merge("RGB", [c.point(lambda v, k=k: (v + 37 * (i + seed) * (k + 1)) % 256)
+                                  for k, c in enumerate(img.split())])
+        img.save(path / f"img{i:02d}.jpg", quality=92)
+    return path
+
+
+def ran(out: subprocess.CompletedProcess) -> set[str]:
+    """Stages a `dvc repro` / `dvc exp run` actually ran."""
+    text = out.stdout + out.stderr
+    return {s for s in ("scrape", "fetch", "preprocess") if f"Running stage '{s}'" in text}
+
+
+def test_dvc_repro_caches_and_experiments_rerun_only_what_changed(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    photos = image_folder(tmp_path / "photos", 6, (320, 240), 1)
+    monets = image_folder(tmp_path / "monets", 8, (300, 300), 2)
+    with FakeWikiArt() as site:
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        params["scrape"].update(base_url=site.base_url, movements=list(site.movements), rate_limit={"requests": 50, "per_seconds": 1.0},
+                                backoff_s=0.01, max_backoff_s=2.0, workers=2)
+        params["fetch"]["photos"] = {"source": str(photos), "sha256": None, "subdirs": None}
+        params["fetch"]["monet"] = {"source": str(monets), "sha256": None, "subdirs": None}
+        params["preprocess"].update(size=64, monet_train_count=5, workers=1, min_side=64)
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+        first = _sh(["dvc", "repro", "preprocess"], repo)
+        assert ran(first) == {"scrape", "fetch", "preprocess"}
+        scraped = pd.read_csv(repo / "data/scraped/manifest.csv")
+        assert list(scraped["id"]) == site.expected_kept()
+        processed = repo / "data/processed"
+        assert len(list((processed / "monet_train").iterdir())) == 5
+        assert len(list((processed / "monet_ref").iterdir())) == 3
+        assert len(list((processed / "photos").iterdir())) == 6
+        assert len(list((processed / "paintings").iterdir())) >= 1
+        for png in (processed / "paintings").iterdir():
+            assert Image.open(png).size == (64, 64)
+        assert (repo / "dvc.lock").is_file()
+
+        second = _sh(["dvc", "repro", "preprocess"], repo)
+        assert ran(second) == set()
+        n_requests = len(site.requests)
+
+        _sh(["git", "add", "-A"], repo)
+        _sh(["git", "commit", "-qm", "first run"], repo)
+        exp = _sh(["dvc", "exp", "run", "-S", "preprocess.size=32", "preprocess"], repo)
+        assert ran(exp) == {"preprocess"}
+        assert len(site.requests) == n_requests  # nothing upstream ran: WikiArt was not asked again
+        assert Image.open(next((processed / "photos").iterdir())).size == (32, 32)
+
+    bad = yaml.safe_load((repo / "params.yaml").read_text())
+    bad["preprocess"]["sise"] = 64
+    (repo / "params.yaml").write_text(yaml.safe_dump(bad))
+    failed = _sh(["lowshot", "preprocess"], repo, check=False)
+    assert failed.returncode == 2 and "preprocess.sise is not a known key" in failed.stderr
