@@ -57,5 +57,17 @@ def preprocess(params: Path = PARAMS, quiet: bool = QUIET) -> None:
     _run_stage("preprocess", params, quiet)
 
 
+@app.command()
+def rank(params: Path = PARAMS, quiet: bool = QUIET) -> None:
+    """Score the processed paintings (params `rank`); keep the best in data/ranked/top/."""
+    _run_stage("rank", params, quiet)
+
+
+@app.command()
+def evaluate(params: Path = PARAMS, quiet: bool = QUIET) -> None:
+    """FID, KID and MiFID of every image set against the reference (params `evaluate`)."""
+    _run_stage("evaluate", params, quiet)
+
+
 if __name__ == "__main__":
     app()

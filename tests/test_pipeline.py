@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -17,6 +19,7 @@ from wikiart_server import FakeWikiArt
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
+STAGES = ("scrape", "fetch", "preprocess", "rank", "evaluate")
 
 
 def _sh(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -56,7 +59,7 @@ def image_folder(path: Path, n: int, size: tuple[int, int], seed: int) -> Path:
 def ran(out: subprocess.CompletedProcess) -> set[str]:
     """Stages a `dvc repro` / `dvc exp run` actually ran."""
     text = out.stdout + out.stderr
-    return {s for s in ("scrape", "fetch", "preprocess") if f"Running stage '{s}'" in text}
+    return {s for s in STAGES if f"Running stage '{s}'" in text}
 
 
 def test_dvc_repro_caches_and_experiments_rerun_only_what_changed(tmp_path):
@@ -70,10 +73,14 @@ def test_dvc_repro_caches_and_experiments_rerun_only_what_changed(tmp_path):
         params["fetch"]["photos"] = {"source": str(photos), "sha256": None, "subdirs": None}
         params["fetch"]["monet"] = {"source": str(monets), "sha256": None, "subdirs": None}
         params["preprocess"].update(size=64, monet_train_count=5, workers=1, min_side=64)
+        # offline ranking: exemplars in Inception space need no CLIP weights
+        params["rank"].update(method="exemplar", features="inception", top_n=4, workers=0)
+        params["evaluate"].update(kid_subsets=10, workers=0)
+        params["device"] = "cpu"
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-        first = _sh(["dvc", "repro", "preprocess"], repo)
-        assert ran(first) == {"scrape", "fetch", "preprocess"}
+        first = _sh(["dvc", "repro"], repo)
+        assert ran(first) == set(STAGES)
         scraped = pd.read_csv(repo / "data/scraped/manifest.csv")
         assert list(scraped["id"]) == site.expected_kept()
         processed = repo / "data/processed"
@@ -85,14 +92,25 @@ def test_dvc_repro_caches_and_experiments_rerun_only_what_changed(tmp_path):
             assert Image.open(png).size == (64, 64)
         assert (repo / "dvc.lock").is_file()
 
-        second = _sh(["dvc", "repro", "preprocess"], repo)
+        ranked = pd.read_csv(repo / "data/ranked/scores.csv")
+        assert len(ranked) == len(list((processed / "paintings").iterdir()))
+        assert ranked["score"].is_monotonic_decreasing
+        assert sorted(p.name for p in (repo / "data/ranked/top").iterdir()) == sorted(
+            Path(p).name for p in ranked["path"][:4])
+        assert (repo / "reports/rank_sheet.png").is_file()
+        metrics = json.loads((repo / "metrics/evaluate.json").read_text())
+        assert {"monet_train.fid", "monet_train.kid", "monet_train.kid_std", "monet_train.mifid",
+                "ranked.fid", "ranked.mifid"} <= set(metrics)
+        assert all(np.isfinite(v) for v in metrics.values())
+
+        second = _sh(["dvc", "repro"], repo)
         assert ran(second) == set()
         n_requests = len(site.requests)
 
         _sh(["git", "add", "-A"], repo)
         _sh(["git", "commit", "-qm", "first run"], repo)
-        exp = _sh(["dvc", "exp", "run", "-S", "preprocess.size=32", "preprocess"], repo)
-        assert ran(exp) == {"preprocess"}
+        exp = _sh(["dvc", "exp", "run", "-S", "preprocess.size=32"], repo)
+        assert ran(exp) == {"preprocess", "rank", "evaluate"}  # downstream only
         assert len(site.requests) == n_requests  # nothing upstream ran: WikiArt was not asked again
         assert Image.open(next((processed / "photos").iterdir())).size == (32, 32)
 

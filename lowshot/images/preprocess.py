@@ -302,7 +302,7 @@ def _write_one(job: tuple) -> dict:
     except Exception as e:  # one bad file never stops the stage
         log.warning("%s failed: %r", source, e)
         return {"reason": f"error:{type(e).__name__}"}
-    atomic_write_bytes(out, png)  # a failing disk is no bad file: that error stops the stage
+    atomic_write_bytes(out, png, durable=False)  # a failing disk is no bad file: that error stops the stage
     return {"crop_box": ",".join(map(str, box)), "out_sha256": sha256_bytes(png)}
 
 
