@@ -29,10 +29,10 @@ from tqdm import tqdm
 
 from lowshot.fsutil import atomic_dir, sha256_file
 from lowshot.http import HttpClient, HttpError
+from lowshot.images.folder import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 CHUNK_BYTES = 1 << 14  # small: urllib3 drops the read in flight when a connection breaks
 
 # A streamed body that stops early surfaces as one of these (urllib3 2 enforces
@@ -266,14 +266,14 @@ def copy_local(src_dir: Path, out_dir: Path, *, subdirs: list[str] | None = None
 
 def _is_image(path: PurePosixPath) -> bool:
     hidden = any(part.startswith(".") or part == "__MACOSX" for part in path.parts)
-    return not hidden and path.suffix.lower() in IMAGE_SUFFIXES
+    return not hidden and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def _select(entries: list, subdirs: list[str] | None, *, where: str) -> list:
     """Keep the (path, item) pairs under `subdirs` (all when None); each subdir must hold images."""
     if not subdirs:
         if not entries:
-            raise FetchError(f"{where} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise FetchError(f"{where} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         return entries
     selected, seen = [], set()
     for sub in subdirs:
