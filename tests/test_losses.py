@@ -1,0 +1,158 @@
+"""GAN losses and regularisers against hand-computed values and analytic gradients."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from lowshot.train.losses import (
+    PathLengthPenalty,
+    d_hinge,
+    d_logistic,
+    g_hinge,
+    g_nonsaturating,
+    gan_loss,
+    lazy_reg_adam_params,
+    r1_penalty,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: on a shared 2-core machine, intra-op threading costs far more than it saves.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _softplus(v: float) -> float:
+    return math.log1p(math.exp(v))
+
+
+def test_hinge_losses_on_hand_computed_logits():
+    real, fake = torch.tensor([2.0, -2.0]), torch.tensor([-2.0, 2.0])
+    # real: relu(1-2)=0, relu(1+2)=3 -> 1.5; fake: relu(1-2)=0, relu(1+2)=3 -> 1.5
+    assert d_hinge(real, fake).item() == pytest.approx(3.0)
+    assert d_hinge(torch.tensor([1.5]), torch.tensor([-1.5])).item() == pytest.approx(0.0)
+    assert g_hinge(fake).item() == pytest.approx(0.0)
+    assert g_hinge(torch.tensor([1.0, 3.0])).item() == pytest.approx(-2.0)
+
+
+def test_logistic_losses_on_hand_computed_logits():
+    real, fake = torch.tensor([1.5, -0.5]), torch.tensor([0.0, 2.0])
+    expected_d = (_softplus(-1.5) + _softplus(0.5)) / 2 + (_softplus(0.0) + _softplus(2.0)) / 2
+    assert d_logistic(real, fake).item() == pytest.approx(expected_d, rel=1e-6)
+    assert g_nonsaturating(torch.tensor([0.0])).item() == pytest.approx(math.log(2.0))
+    assert g_nonsaturating(fake).item() == pytest.approx((_softplus(0.0) + _softplus(-2.0)) / 2, rel=1e-6)
+
+
+def test_gan_loss_matches_each_formula():
+    x = torch.tensor([0.5, 2.0])
+    assert gan_loss("lsgan", x, True).item() == pytest.approx((0.25 + 1.0) / 2)
+    assert gan_loss("lsgan", x, False).item() == pytest.approx((0.25 + 4.0) / 2)
+    assert gan_loss("lsgan", x, True, for_discriminator=False).item() == pytest.approx(0.625)
+    assert gan_loss("vanilla", x, True).item() == pytest.approx((_softplus(-0.5) + _softplus(-2.0)) / 2, rel=1e-6)
+    assert gan_loss("vanilla", x, False).item() == pytest.approx((_softplus(0.5) + _softplus(2.0)) / 2, rel=1e-6)
+    assert gan_loss("vanilla", x, True, for_discriminator=False).item() == pytest.approx(g_nonsaturating(x).item())
+    assert gan_loss("hinge", x, True).item() == pytest.approx((0.5 + 0.0) / 2)
+    assert gan_loss("hinge", x, False).item() == pytest.approx((1.5 + 3.0) / 2)
+    assert gan_loss("hinge", x, True, for_discriminator=False).item() == pytest.approx(-1.25)
+    # patch logits (CycleGAN's PatchGAN) average over every element
+    patches = torch.zeros(2, 1, 3, 3)
+    assert gan_loss("lsgan", patches, True).item() == pytest.approx(1.0)
+
+
+def test_gan_loss_rejects_unknown_kind_and_fake_hinge_for_generator():
+    with pytest.raises(ValueError, match="wgan"):
+        gan_loss("wgan", torch.zeros(2), True)
+    with pytest.raises(ValueError, match="target_is_real"):
+        gan_loss("hinge", torch.zeros(2), False, for_discriminator=False)
+
+
+def test_r1_of_a_linear_discriminator_is_the_squared_weight_norm():
+    torch.manual_seed(0)
+    a = torch.randn(3, 4, 4, requires_grad=True)
+    reals = torch.randn(5, 3, 4, 4).requires_grad_(True)
+    logits = (reals * a).sum(dim=(1, 2, 3)) + 0.3  # D(x) = <a, x> + b, so dD/dx = a
+    penalty = r1_penalty(reals, logits)
+    assert penalty.shape == (5,)
+    torch.testing.assert_close(penalty, a.detach().square().sum().expand(5))
+    # differentiable w.r.t. D's parameters: d(sum_i |a|^2)/da = 2 * 5 * a
+    penalty.sum().backward()
+    torch.testing.assert_close(a.grad, 10 * a.detach())
+
+
+def test_r1_of_a_quadratic_discriminator():
+    reals = torch.tensor([[[[1.0, 2.0]]], [[[0.0, -3.0]]]], requires_grad=True)
+    logits = reals.square().sum(dim=(1, 2, 3))  # grad 2x -> |2x|^2
+    torch.testing.assert_close(r1_penalty(reals, logits), torch.tensor([20.0, 36.0]))
+
+
+def test_r1_requires_grad_on_reals():
+    reals = torch.randn(2, 3, 4, 4)
+    with pytest.raises(ValueError, match="requires_grad"):
+        r1_penalty(reals, reals.sum(dim=(1, 2, 3)))
+
+
+def _linear_generator(n: int, num_ws: int = 3, w_dim: int = 4, side: int = 4, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(3 * side * side, num_ws * w_dim, generator=g, requires_grad=True)
+    ws = torch.randn(n, num_ws, w_dim, generator=g, requires_grad=True)
+    images = (ws.reshape(n, -1) @ a.t()).reshape(n, 3, side, side)
+    return a, ws, images
+
+
+def test_path_length_penalty_lengths_and_running_mean():
+    n, num_ws, w_dim, side = 4, 3, 4, 4
+    pl = PathLengthPenalty()
+    assert float(pl.pl_mean) == 0.0
+    a, ws, images = _linear_generator(n, num_ws, w_dim, side)
+    penalty = pl(images, ws, generator=torch.Generator().manual_seed(7))
+
+    # by hand: J^T y = A^T y for y ~ N(0, I) / sqrt(H*W), the same draw
+    y = torch.randn(images.shape, generator=torch.Generator().manual_seed(7)) / side
+    grads = (y.reshape(n, -1) @ a.detach()).reshape(n, num_ws, w_dim)
+    lengths = grads.square().sum(2).mean(1).sqrt()
+    mean1 = 0.01 * lengths.mean()  # lerp from 0 with decay 0.01
+    assert float(pl.pl_mean) == pytest.approx(mean1.item(), rel=1e-5)
+    torch.testing.assert_close(penalty, (lengths - mean1).square(), rtol=1e-5, atol=1e-6)
+
+    # second step: pl_mean <- pl_mean + 0.01 * (mean lengths - pl_mean)
+    _, ws2, images2 = _linear_generator(n, num_ws, w_dim, side, seed=1)
+    pl(images2, ws2)
+    # the penalty backpropagates into the generator's parameters
+    penalty.sum().backward()
+    assert a.grad is not None and torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+    assert float(pl.pl_mean) != pytest.approx(mean1.item())
+
+
+def test_path_length_state_round_trip():
+    pl = PathLengthPenalty()
+    _, ws, images = _linear_generator(2)
+    pl(images, ws)
+    state = json.loads(json.dumps(pl.state_dict()))
+    resumed = PathLengthPenalty()
+    resumed.load_state_dict(state)
+    assert float(resumed.pl_mean) == pytest.approx(float(pl.pl_mean))
+    _, ws2, images2 = _linear_generator(2, seed=5)
+    a = pl(images2, ws2, generator=torch.Generator().manual_seed(0))
+    b = resumed(images2, ws2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a, b)
+    assert float(resumed.pl_mean) == pytest.approx(float(pl.pl_mean))
+
+
+def test_lazy_regularisation_adam_correction():
+    # StyleGAN2: R1 every 16 D steps -> ratio 16/17; path length every 4 G steps -> ratio 4/5
+    lr, betas = lazy_reg_adam_params(0.0025, (0.0, 0.99), 16)
+    assert lr == pytest.approx(0.0025 * 16 / 17)
+    assert betas == pytest.approx((0.0, 0.990585), abs=1e-6)
+    lr, betas = lazy_reg_adam_params(0.002, (0.5, 0.99), 4)
+    assert lr == pytest.approx(0.0016)
+    assert betas == pytest.approx((0.574349, 0.991992), abs=1e-6)
+    assert lazy_reg_adam_params(0.002, (0.0, 0.99), None) == (0.002, (0.0, 0.99))
+    with pytest.raises(ValueError, match="interval"):
+        lazy_reg_adam_params(0.002, (0.0, 0.99), 0)
