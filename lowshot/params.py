@@ -129,6 +129,18 @@ class EvaluateParams(Section):
 # --- train (the GAN) / generate -----------------------------------------------------------------------
 
 
+DIFFAUGMENT_OPS = ("color", "translation", "cutout")
+
+
+def _check_policy(policy: str, what: str = "") -> str:
+    """A DiffAugment policy with its ops checked (ValueError naming an unknown one), normalised."""
+    ops = [op.strip() for op in policy.split(",") if op.strip()]
+    bad = [op for op in ops if op not in DIFFAUGMENT_OPS]
+    if bad:
+        raise ValueError(f"{what}has unknown ops {bad} (known: {', '.join(DIFFAUGMENT_OPS)})")
+    return ",".join(ops)
+
+
 class AugParams(Section):
     kind: Literal["ada", "diffaugment", "fixed", "none"] = Field("diffaugment", description="augmentation of D's inputs")
     policy: str = Field("color,translation,cutout", description="DiffAugment ops (kind diffaugment)")
@@ -153,6 +165,7 @@ class TrainParams(Section):
     pl_interval: int = Field(4, ge=1, description="lazy path length every this many G steps (stylegan2)")
     style_mix_prob: float = Field(0.9, ge=0, le=1, description="style mixing probability (stylegan2)")
     recon_weight: float = Field(1.0, ge=0, description="D's self-supervised reconstruction loss weight (lightweight)")
+    channels: int | None = Field(None, ge=8, description="network width: lightweight ngf=ndf, stylegan2 channel_max (null = 32 / 128)")
     aug: AugParams = AugParams()
     monet_repeat: int = Field(5, ge=0, description="times each real Monet appears per epoch beside the ranked paintings")
     mirror: bool = Field(True, description="random horizontal flips of the training images")
@@ -176,9 +189,7 @@ class TrainParams(Section):
     @field_validator("aug")
     @classmethod
     def _policy(cls, v: AugParams) -> AugParams:
-        bad = [op for op in v.policy.split(",") if op.strip() and op.strip() not in ("color", "translation", "cutout")]
-        if bad:
-            raise ValueError(f"policy has unknown ops {bad} (known: color, translation, cutout)")
+        _check_policy(v.policy, "policy ")
         return v
 
 
@@ -187,6 +198,64 @@ class GenerateParams(Section):
     keep: int = Field(300, ge=1, description="best images kept after scoring with the rank scorer")
     truncation: float = Field(1.0, ge=0, le=2, description="psi toward the tracked mean w (stylegan2; 1 = none)")
     batch_size: int = Field(32, ge=1, description="images per forward pass")
+
+
+MonetSource = Literal["real", "ranked", "synthetic"]
+
+
+class CycleGANParams(Section):
+    size: int = Field(256, description="training crop side, pixels (256; 128 for quick runs)")
+    monet_sources: dict[MonetSource, float] = Field(
+        {"real": 1.0, "ranked": 1.0, "synthetic": 1.0},
+        description="domain B: sampling weight of real (monet_train), ranked (data/ranked/top), synthetic (data/synthetic); 0 = unused")
+    g_blocks: Literal[6, 9] = Field(9, description="ResNet blocks in each generator")
+    ngf: int = Field(64, ge=8, description="generator base width")
+    ndf: int = Field(64, ge=8, description="PatchGAN discriminator base width")
+    d_layers: int = Field(3, ge=1, le=5, description="PatchGAN strided layers (3 = 70x70 receptive field)")
+    gan_loss: Literal["lsgan", "vanilla", "hinge"] = Field("lsgan", description="adversarial loss")
+    lambda_cycle: float = Field(10.0, ge=0, description="cycle-consistency weight")
+    lambda_identity: float = Field(0.5, ge=0, description="identity loss weight, times lambda_cycle")
+    lr: float = Field(0.0002, gt=0, description="Adam learning rate of generators and discriminators")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2")
+    batch: int = Field(1, ge=1, description="images per minibatch and domain (all GPUs together)")
+    epochs: int = Field(5, ge=0, description="epochs at the constant learning rate")
+    decay_epochs: int = Field(5, ge=0, description="epochs of linear decay of the learning rate to zero")
+    epoch_images: int | None = Field(1000, ge=1, description="photos per epoch (null = every photo once)")
+    pool_size: int = Field(50, ge=0, description="history of generated images shown to D (0 = none)")
+    diffaugment: str = Field("color,translation,cutout", description="DiffAugment policy on D's inputs (empty = off)")
+    mirror: bool = Field(True, description="random horizontal flips")
+    eval_every: int | None = Field(1, ge=1, description="FID/MiFID of translated photos every this many epochs (null = off)")
+    eval_images: int = Field(250, ge=2, description="photos translated for each FID/MiFID measurement")
+    grid_size: int = Field(8, ge=1, description="fixed photos shown with their translations each epoch")
+    keep_snapshots: int = Field(2, ge=1, description="full-state checkpoints kept (one per epoch; older rotated out)")
+    bf16: bool = Field(False, description="bf16 autocast for forward passes")
+    workers: int = Field(2, ge=0, le=64, description="data-loading worker processes")
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: int) -> int:
+        if v < 32 or v > 256 or v % 4:
+            raise ValueError(f"must be a multiple of 4 in 32..256, got {v}")
+        return v
+
+    @field_validator("diffaugment")
+    @classmethod
+    def _policy(cls, v: str) -> str:
+        return _check_policy(v)
+
+    @field_validator("monet_sources")
+    @classmethod
+    def _sources(cls, v: dict[str, float]) -> dict[str, float]:
+        if any(w < 0 for w in v.values()) or not any(w > 0 for w in v.values()):
+            raise ValueError(f"needs non-negative weights with at least one > 0, got {v}")
+        return v
+
+
+class TranslateParams(Section):
+    count: int | None = Field(None, ge=1, description="photos translated (null = all)")
+    batch_size: int = Field(16, ge=1, description="photos per forward pass")
+    quality: int = Field(95, ge=50, le=100, description="JPEG quality of the translated images")
 
 
 # --- the file -----------------------------------------------------------------------------------------
@@ -201,6 +270,8 @@ class Params(Section):
     rank: RankParams = RankParams()
     train: TrainParams = TrainParams()
     generate: GenerateParams = GenerateParams()
+    cyclegan: CycleGANParams = CycleGANParams()
+    translate: TranslateParams = TranslateParams()
     evaluate: EvaluateParams = EvaluateParams()
 
     @field_validator("device")
@@ -215,7 +286,7 @@ _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "l
 
 
 def _describe(err: dict[str, Any]) -> str:
-    key = ".".join(str(p) for p in err["loc"])
+    key = ".".join(str(p) for p in err["loc"] if p != "[key]")
     kind, ctx, value = err["type"], err.get("ctx", {}), err.get("input")
     if kind in _BOUNDS:
         bound = next(iter(ctx.values()))

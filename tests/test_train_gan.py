@@ -177,7 +177,7 @@ def test_fid_is_measured_against_the_reference_and_skipped_without_one(images, t
     cfg = params("lightweight", fid_every_kimg=0.008, fid_images=4)
     stats = run(cfg, images, tmp_path / "a", tmp_path / "live", fid_reference=images,
                 metrics_cache=tmp_path / "cache")
-    assert stats["metrics/fid"] > 0
+    assert stats["metrics/fid"] > 0 and np.isfinite(stats["metrics/kid"])
     assert (tmp_path / "live" / "plots" / "metrics" / "metrics" / "fid.tsv").is_file()
     assert any((tmp_path / "cache").rglob("set-*.npz"))  # reference features cached
     lonely = tmp_path / "one"

@@ -39,7 +39,7 @@ from lowshot.augment import AdaController, make_augment
 from lowshot.fsutil import atomic_write_text, remove_stale_temps
 from lowshot.images.grid import image_grid, to_pil_images
 from lowshot.metrics.cache import cached_features
-from lowshot.metrics.distances import fid
+from lowshot.metrics.distances import fid, kid
 from lowshot.images.folder import list_images
 from lowshot.metrics.inception import InceptionFeatures
 from lowshot.models import lightweight_gan, stylegan2
@@ -97,15 +97,17 @@ class Recipe:
 
 def make_recipe(cfg: TrainParams, model: ModelConfig | None) -> Recipe:
     """The architecture-specific pieces for `cfg.arch`, with `model` (default: the architecture's
-    default config at `cfg.resolution`)."""
+    default config at `cfg.resolution`, widened or narrowed by `cfg.channels`)."""
     if cfg.arch == "stylegan2":
-        mc = model or stylegan2.StyleGAN2Config(resolution=cfg.resolution)
+        width = {"channel_max": cfg.channels} if cfg.channels else {}
+        mc = model or stylegan2.StyleGAN2Config(resolution=cfg.resolution, **width)
         if not isinstance(mc, stylegan2.StyleGAN2Config):
             raise TypeError(f"train.arch is stylegan2 but the model config is a {type(mc).__name__}")
         return Recipe("stylegan2", mc, mc.z_dim, (0.0, 0.99),
                       lambda: (stylegan2.Generator(mc), stylegan2.Discriminator(mc)),
                       lambda g, z: g(z, noise_mode="const"))
-    mc = model or lightweight_gan.LightweightGANConfig(resolution=cfg.resolution)
+    width = {"ngf": cfg.channels, "ndf": cfg.channels} if cfg.channels else {}
+    mc = model or lightweight_gan.LightweightGANConfig(resolution=cfg.resolution, **width)
     if not isinstance(mc, lightweight_gan.LightweightGANConfig):
         raise TypeError(f"train.arch is lightweight but the model config is a {type(mc).__name__}")
     return Recipe("lightweight", mc, mc.latent_dim, (0.5, 0.999),
@@ -196,7 +198,7 @@ def _samples(recipe: Recipe, G_ema: nn.Module, count: int, seed: int, device: to
 
 
 class FidProbe:
-    """FID of `count` G_ema samples (fixed z's from `seed`) against the `reference` image files.
+    """FID and KID of `count` G_ema samples (fixed z's from `seed`) against the `reference` files.
 
     The samples are written as PNGs, so they go through the same decoding and resizing as every
     image set the evaluate stage scores. The reference features are extracted once (cached in
@@ -210,7 +212,7 @@ class FidProbe:
         self.extractor = InceptionFeatures(device)
         self.ref_feats: np.ndarray | None = None
 
-    def __call__(self, recipe: Recipe, G_ema: nn.Module) -> float:
+    def __call__(self, recipe: Recipe, G_ema: nn.Module) -> dict[str, float]:
         if self.ref_feats is None:
             if self.cache is not None:
                 self.ref_feats = cached_features(self.reference, cache_dir=self.cache, extractor=self.extractor,
@@ -224,7 +226,8 @@ class FidProbe:
                     paths.append(Path(tmp) / f"{len(paths):06d}.png")
                     im.save(paths[-1])
             feats = self.extractor.extract(paths, workers=self.workers, progress=False)
-        return fid(feats, self.ref_feats)
+        kid_mean, _ = kid(feats, self.ref_feats, seed=self.seed)
+        return {"metrics/fid": fid(feats, self.ref_feats), "metrics/kid": kid_mean}
 
 
 def _truncate_losses(path: Path, step: int) -> None:
@@ -267,7 +270,7 @@ def train_gan(
     `out_dir` when there is one (refusing changed params), else starts from `cfg.resume_from`
     when set (weights only). `model` overrides the architecture's default network config.
     `max_ticks` stops after that many ticks of this call (saving state). Returns the last tick's
-    scalars (`loss/*`, `aug/*`, `progress/kimg`, and `metrics/fid` when measured).
+    scalars (`loss/*`, `aug/*`, `progress/kimg`, and `metrics/fid`, `metrics/kid` when measured).
     Raises TrainingDiverged on a non-finite loss, FileNotFoundError when there are no images.
     """
     device = distributed.init_from_env(device)
@@ -457,7 +460,7 @@ def train_gan(
                 live.image(f"samples/{tick}.png", grid)  # dvclive's step-numbered slider layout
             if fid_nimg and (done or nimg // fid_nimg > prev_nimg // fid_nimg):
                 if probe is not None:
-                    stats["metrics/fid"] = probe(recipe, G_ema)
+                    stats.update(probe(recipe, G_ema))
                 distributed.barrier()
             live.log(tick, stats)
             log.info("tick %d kimg %.3f %s", tick, nimg / 1000,
