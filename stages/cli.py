@@ -64,6 +64,46 @@ def rank(params: Path = PARAMS, quiet: bool = QUIET) -> None:
 
 
 @app.command()
+def train(
+    params: Path = PARAMS, quiet: bool = QUIET,
+    max_ticks: int = typer.Option(None, "--max-ticks", help="stop (saving state) after this many ticks"),
+) -> None:
+    """Train the low-shot GAN (params `train`) into models/gan/; resumes automatically.
+
+    On several GPUs: torchrun --nproc_per_node N -m stages.cli train
+    """
+    _run_stage("train", params, quiet, max_ticks=max_ticks)
+
+
+@app.command()
+def generate(
+    params: Path = PARAMS, quiet: bool = QUIET,
+    interpolate: int = typer.Option(None, "--interpolate", min=2,
+                                    help="only write reports/interpolation.png: strips of N images between seeds"),
+) -> None:
+    """Draw paintings from the trained GAN, keep the most Monet-like (params `generate`) in data/synthetic/."""
+    _run_stage("generate", params, quiet, interpolate_steps=interpolate)
+
+
+@app.command()
+def cyclegan(
+    params: Path = PARAMS, quiet: bool = QUIET,
+    max_steps: int = typer.Option(None, "--max-steps", help="stop (saving state) after this many steps"),
+) -> None:
+    """Train the photo -> Monet CycleGAN (params `cyclegan`) into models/cyclegan/; resumes automatically.
+
+    On several GPUs: torchrun --nproc_per_node N -m stages.cli cyclegan
+    """
+    _run_stage("cyclegan", params, quiet, max_steps=max_steps)
+
+
+@app.command()
+def translate(params: Path = PARAMS, quiet: bool = QUIET) -> None:
+    """Translate the photos (params `translate`) into data/translated/ and submission/images.zip."""
+    _run_stage("translate", params, quiet)
+
+
+@app.command()
 def evaluate(params: Path = PARAMS, quiet: bool = QUIET) -> None:
     """FID, KID and MiFID of every image set against the reference (params `evaluate`)."""
     _run_stage("evaluate", params, quiet)

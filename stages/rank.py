@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import torch
 
 from lowshot.fsutil import atomic_path
 from lowshot.images.folder import list_images
@@ -35,10 +37,8 @@ def run(params: Params, *, progress: bool = True) -> RankSummary:
     if not paintings:
         log.warning("no paintings in %s: the ranked set is empty", PROCESSED / "paintings")
         scores = np.zeros(0)
-    elif p.method == "exemplar":
-        scores = _exemplar(params, paintings, device, progress)
     else:
-        scores = _clip(params, device).score(paintings, p.prompts, p.negative_prompts, progress=progress)
+        scores = score_images(params, paintings, device, progress=progress)
     table = rank_table(paintings, scores)
     with atomic_path(RANKED / "scores.csv") as tmp:
         table.to_csv(tmp, index=False)
@@ -46,6 +46,14 @@ def run(params: Params, *, progress: bool = True) -> RankSummary:
     rank_sheet(table, REPORTS / "rank_sheet.png")
     method = p.method if p.method == "clip" else f"exemplar/{p.features}"
     return RankSummary(len(paintings), len(kept), method)
+
+
+def score_images(params: Params, paths: list[Path], device: torch.device, *, progress: bool = True) -> np.ndarray:
+    """How Monet-like each image is, by `rank.method` (higher is better); also used by `generate`."""
+    p = params.rank
+    if p.method == "exemplar":
+        return _exemplar(params, paths, device, progress)
+    return _clip(params, device).score(paths, p.prompts, p.negative_prompts, progress=progress)
 
 
 def _clip(params: Params, device):

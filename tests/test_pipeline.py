@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ from wikiart_server import FakeWikiArt
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-STAGES = ("scrape", "fetch", "preprocess", "rank", "evaluate")
+STAGES = ("scrape", "fetch", "preprocess", "rank", "train", "generate", "cyclegan", "translate", "evaluate")
+SHARED = REPO.parent / "shared" / "datasets"
 
 
 def _sh(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -46,8 +48,13 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
-def image_folder(path: Path, n: int, size: tuple[int, int], seed: int) -> Path:
+def image_folder(path: Path, n: int, size: tuple[int, int], seed: int, real: str | None = None) -> Path:
+    """`n` images: the first of ../shared/datasets/`real` when present, else coloured noise."""
     path.mkdir(parents=True)
+    if real and (SHARED / real).is_dir():
+        for src in sorted((SHARED / real).iterdir())[:n]:
+            shutil.copyfile(src, path / src.name)
+        return path
     for i in range(n):
         img = Image.effect_noise(size, 40 + 5 * i).convert("RGB")
         img = Image.merge("RGB", [c.point(lambda v, k=k: (v + 37 * (i + seed) * (k + 1)) % 256)
@@ -64,8 +71,8 @@ def ran(out: subprocess.CompletedProcess) -> set[str]:
 
 def test_dvc_repro_caches_and_experiments_rerun_only_what_changed(tmp_path):
     repo = copy_repo(tmp_path / "repo")
-    photos = image_folder(tmp_path / "photos", 6, (320, 240), 1)
-    monets = image_folder(tmp_path / "monets", 8, (300, 300), 2)
+    photos = image_folder(tmp_path / "photos", 6, (320, 240), 1, real="photos")
+    monets = image_folder(tmp_path / "monets", 8, (300, 300), 2, real="monet-pool120")
     with FakeWikiArt() as site:
         params = yaml.safe_load((repo / "params.yaml").read_text())
         params["scrape"].update(base_url=site.base_url, movements=list(site.movements), rate_limit={"requests": 50, "per_seconds": 1.0},
@@ -75,6 +82,12 @@ def test_dvc_repro_caches_and_experiments_rerun_only_what_changed(tmp_path):
         params["preprocess"].update(size=64, monet_train_count=5, workers=1, min_side=64)
         # offline ranking: exemplars in Inception space need no CLIP weights
         params["rank"].update(method="exemplar", features="inception", top_n=4, workers=0)
+        params["train"].update(resolution=32, batch=4, kimg=0.008, tick_kimg=0.004, snapshot_kimg=0.004, channels=8,
+                               fid_every_kimg=0.008, fid_images=4, grid_size=4, workers=1)
+        params["generate"].update(count=8, keep=4, batch_size=4)
+        params["cyclegan"].update(size=32, g_blocks=6, ngf=8, ndf=8, epochs=1, decay_epochs=1, epoch_images=4,
+                                  batch=2, eval_images=4, grid_size=2, workers=1)
+        params["translate"].update(batch_size=4)
         params["evaluate"].update(kid_subsets=10, workers=0)
         params["device"] = "cpu"
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -98,9 +111,24 @@ def test_dvc_repro_caches_and_experiments_rerun_only_what_changed(tmp_path):
         assert sorted(p.name for p in (repo / "data/ranked/top").iterdir()) == sorted(
             Path(p).name for p in ranked["path"][:4])
         assert (repo / "reports/rank_sheet.png").is_file()
+        assert (repo / "models/gan/generator.pt").is_file()
+        live = json.loads((repo / "dvclive/train/metrics.json").read_text())
+        assert live["progress"]["kimg"] == 0.008 and np.isfinite(live["metrics"]["fid"])
+        assert len(list((repo / "dvclive/train/plots/images/samples").iterdir())) == 2
+        synthetic = pd.read_csv(repo / "data/synthetic/scores.csv")
+        assert len(synthetic) == 8 and synthetic["kept"].sum() == 4
+        assert len(list((repo / "data/synthetic").glob("*.png"))) == 4
+        assert (repo / "reports/synthetic_sheet.png").is_file()
+        assert (repo / "models/cyclegan/photo2monet.pt").is_file()
+        live = json.loads((repo / "dvclive/cyclegan/metrics.json").read_text())
+        assert all(np.isfinite(live["metrics"][k]) for k in ("fid", "kid", "mifid"))
+        translated = sorted((repo / "data/translated").glob("*.jpg"))
+        assert len(translated) == 6 and Image.open(translated[0]).size == (256, 256)
+        with zipfile.ZipFile(repo / "submission/images.zip") as zf:
+            assert sorted(zf.namelist()) == [p.name for p in translated]
         metrics = json.loads((repo / "metrics/evaluate.json").read_text())
-        assert {"monet_train.fid", "monet_train.kid", "monet_train.kid_std", "monet_train.mifid",
-                "ranked.fid", "ranked.mifid"} <= set(metrics)
+        assert {f"{s}.{m}" for s in ("monet_train", "ranked", "synthetic", "translated")
+                for m in ("fid", "kid", "kid_std", "mifid")} <= set(metrics)
         assert all(np.isfinite(v) for v in metrics.values())
 
         second = _sh(["dvc", "repro"], repo)
@@ -109,10 +137,14 @@ def test_dvc_repro_caches_and_experiments_rerun_only_what_changed(tmp_path):
 
         _sh(["git", "add", "-A"], repo)
         _sh(["git", "commit", "-qm", "first run"], repo)
-        exp = _sh(["dvc", "exp", "run", "-S", "preprocess.size=32"], repo)
-        assert ran(exp) == {"preprocess", "rank", "evaluate"}  # downstream only
+        old_runs = list((repo / "models/gan/runs").iterdir())
+        exp = _sh(["dvc", "exp", "run", "-S", "train.lr_d=0.001"], repo)
+        assert ran(exp) == {"train", "generate", "cyclegan", "translate", "evaluate"}  # downstream only
         assert len(site.requests) == n_requests  # nothing upstream ran: WikiArt was not asked again
-        assert Image.open(next((processed / "photos").iterdir())).size == (32, 32)
+        new_runs = list((repo / "models/gan/runs").iterdir())
+        assert len(new_runs) == 1 and new_runs != old_runs  # a new run, not a refused resume
+        shown = _sh(["dvc", "exp", "show", "--no-pager", "--csv"], repo).stdout
+        assert "synthetic.fid" in shown and "train.lr_d" in shown
 
     bad = yaml.safe_load((repo / "params.yaml").read_text())
     bad["preprocess"]["sise"] = 64

@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import re
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -113,18 +114,63 @@ def params_hash(fingerprint: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def params_diff(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """'key: old -> new' for every key whose value differs between two fingerprints."""
+    keys = sorted(set(saved) | set(current))
+    return [f"{k}: {saved.get(k, '<absent>')!r} -> {current.get(k, '<absent>')!r}"
+            for k in keys if saved.get(k, "<absent>") != current.get(k, "<absent>")]
+
+
 def check_params(saved: Mapping[str, Any], current: Mapping[str, Any], *, source: str) -> None:
     """Raise ParamsMismatch naming every key whose value differs between two fingerprints."""
     if params_hash(saved) == params_hash(current):
         return
-    keys = sorted(set(saved) | set(current))
-    diffs = [f"{k}: {saved.get(k, '<absent>')!r} -> {current.get(k, '<absent>')!r}"
-             for k in keys if saved.get(k, "<absent>") != current.get(k, "<absent>")]
+    diffs = params_diff(saved, current)
     raise ParamsMismatch(
         f"cannot resume from {source}: it was trained with different params ("
         + "; ".join(diffs)
         + "). Restore those values, or train into a fresh output folder."
     )
+
+
+# --- one run folder per params fingerprint -------------------------------------------------------
+
+RUNS_DIR = "runs"
+
+
+def run_dir(root: str | os.PathLike, fingerprint: Mapping[str, Any]) -> Path:
+    """`root/runs/<hash>`: where a run with these params keeps its states. A DVC experiment that
+    changes a param trains in a new folder instead of tripping over the persisted states of the
+    last one; going back to earlier params finds (and resumes or reuses) that run's folder."""
+    return Path(root) / RUNS_DIR / params_hash(fingerprint)[:12]
+
+
+def describe_other_runs(root: str | os.PathLike, current: Path, fingerprint: Mapping[str, Any]) -> list[str]:
+    """One line per other run folder under `root`: how its params differ from `fingerprint`."""
+    lines = []
+    for other in sorted(p for p in (Path(root) / RUNS_DIR).glob("*") if p.is_dir() and p != Path(current)):
+        state = latest_state(other)
+        if state is None:
+            continue
+        try:
+            saved = load_state(state)["params"]
+        except (ValueError, KeyError):
+            continue
+        lines.append(f"{other.name} ({state.name}): " + "; ".join(params_diff(saved, fingerprint)))
+    return lines
+
+
+def publish_run(root: str | os.PathLike, run: Path, filename: str) -> list[Path]:
+    """A finished run: copy its inference file `run/filename` to `root/filename` (atomically) and
+    delete every other run folder under `root`. Returns the deleted folders."""
+    with atomic_path(Path(root) / filename) as tmp:
+        shutil.copyfile(Path(run) / filename, tmp)
+    removed = []
+    for other in (Path(root) / RUNS_DIR).glob("*"):
+        if other.is_dir() and other != Path(run):
+            shutil.rmtree(other)
+            removed.append(other)
+    return removed
 
 
 # --- random number generators -------------------------------------------------------------------

@@ -22,14 +22,12 @@ import hashlib
 import json
 import logging
 import math
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,11 +35,9 @@ from tqdm import tqdm
 
 from lowshot.augment import AdaController, make_augment
 from lowshot.fsutil import atomic_write_text, remove_stale_temps
-from lowshot.images.grid import image_grid, to_pil_images
-from lowshot.metrics.cache import cached_features
-from lowshot.metrics.distances import fid, kid
+from lowshot.images.grid import image_grid
 from lowshot.images.folder import list_images
-from lowshot.metrics.inception import InceptionFeatures
+from lowshot.metrics.probe import MetricProbe
 from lowshot.models import lightweight_gan, stylegan2
 from lowshot.params import TrainParams
 from lowshot.runtime import seed_everything
@@ -63,7 +59,7 @@ class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; no state was written after the last good one."""
 
 
-def _seed(seed: int, *names: object) -> int:
+def derive_seed(seed: int, *names: object) -> int:
     """A 63-bit seed derived from `seed` and names, so each random stream is independent."""
     digest = hashlib.sha256(":".join(map(str, (seed, *names))).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
@@ -172,6 +168,13 @@ def make_phases(cfg: TrainParams, recipe: Recipe, G: nn.Module, D: nn.Module, au
     return phases
 
 
+def run_fingerprint(cfg: TrainParams, seed: int, model: ModelConfig | None = None) -> dict[str, Any]:
+    """What identifies a run: the params that change what is learned, the network config, the seed."""
+    config = model or make_recipe(cfg, None).config
+    return checkpoint.params_fingerprint({"train": cfg.model_dump(mode="json"), "model": config.to_dict(), "seed": seed},
+                                         exclude=[f"train.{k}" for k in RUN_ONLY_KEYS])
+
+
 # --- helpers --------------------------------------------------------------------------------------
 
 
@@ -197,40 +200,7 @@ def _samples(recipe: Recipe, G_ema: nn.Module, count: int, seed: int, device: to
     return [recipe.sample(G_ema, z[i:i + batch].to(device)).float().cpu() for i in range(0, count, batch)]
 
 
-class FidProbe:
-    """FID and KID of `count` G_ema samples (fixed z's from `seed`) against the `reference` files.
-
-    The samples are written as PNGs, so they go through the same decoding and resizing as every
-    image set the evaluate stage scores. The reference features are extracted once (cached in
-    `cache` when given) and the Inception network is loaded once, on first use.
-    """
-
-    def __init__(self, reference: list[Path], *, count: int, seed: int, device: torch.device, batch: int,
-                 cache: Path | None, workers: int, scratch: Path) -> None:
-        self.reference, self.count, self.seed, self.device, self.batch = reference, count, seed, device, batch
-        self.cache, self.workers, self.scratch = cache, workers, scratch
-        self.extractor = InceptionFeatures(device)
-        self.ref_feats: np.ndarray | None = None
-
-    def __call__(self, recipe: Recipe, G_ema: nn.Module) -> dict[str, float]:
-        if self.ref_feats is None:
-            if self.cache is not None:
-                self.ref_feats = cached_features(self.reference, cache_dir=self.cache, extractor=self.extractor,
-                                                 workers=self.workers, progress=False)
-            else:
-                self.ref_feats = self.extractor.extract(self.reference, workers=self.workers, progress=False)
-        with tempfile.TemporaryDirectory(prefix=".tmp-fid-", dir=self.scratch) as tmp:
-            paths = []
-            for chunk in _samples(recipe, G_ema, self.count, self.seed, self.device, self.batch):
-                for im in to_pil_images(chunk):
-                    paths.append(Path(tmp) / f"{len(paths):06d}.png")
-                    im.save(paths[-1])
-            feats = self.extractor.extract(paths, workers=self.workers, progress=False)
-        kid_mean, _ = kid(feats, self.ref_feats, seed=self.seed)
-        return {"metrics/fid": fid(feats, self.ref_feats), "metrics/kid": kid_mean}
-
-
-def _truncate_losses(path: Path, step: int) -> None:
+def truncate_losses(path: Path, step: int) -> None:
     """Keep the per-step loss rows before `step` (a resumed run rewrites the rest)."""
     if not path.is_file():
         return
@@ -270,7 +240,7 @@ def train_gan(
     `out_dir` when there is one (refusing changed params), else starts from `cfg.resume_from`
     when set (weights only). `model` overrides the architecture's default network config.
     `max_ticks` stops after that many ticks of this call (saving state). Returns the last tick's
-    scalars (`loss/*`, `aug/*`, `progress/kimg`, and `metrics/fid`, `metrics/kid` when measured).
+    scalars (`loss/*`, `aug/*`, `progress/kimg`, and `metrics/fid`, `metrics/kid`, `metrics/mifid` when measured).
     Raises TrainingDiverged on a non-finite loss, FileNotFoundError when there are no images.
     """
     device = distributed.init_from_env(device)
@@ -287,17 +257,15 @@ def train_gan(
     if recipe.config.resolution != cfg.resolution:
         raise ValueError(f"model config resolution {recipe.config.resolution} != train.resolution {cfg.resolution}")
     G, D = (m.to(device).train().requires_grad_(False) for m in recipe.build())
-    fingerprint = checkpoint.params_fingerprint(
-        {"train": cfg.model_dump(mode="json"), "model": recipe.config.to_dict(), "seed": seed},
-        exclude=[f"train.{k}" for k in RUN_ONLY_KEYS])
+    fingerprint = run_fingerprint(cfg, seed, recipe.config)
     dataset = ImageDataset(sources, cfg.resolution, workers=max(1, cfg.workers))
-    sampler = InfiniteSampler(len(dataset), seed=_seed(seed, "data"), mirror=cfg.mirror, rank=rank, world=world)
+    sampler = InfiniteSampler(len(dataset), seed=derive_seed(seed, "data"), mirror=cfg.mirror, rank=rank, world=world)
 
-    z_gen = torch.Generator().manual_seed(_seed(seed, "z", rank))
-    aug_gen = torch.Generator().manual_seed(_seed(seed, "augment", rank))
-    recon_gen = torch.Generator().manual_seed(_seed(seed, "recon", rank))
+    z_gen = torch.Generator().manual_seed(derive_seed(seed, "z", rank))
+    aug_gen = torch.Generator().manual_seed(derive_seed(seed, "augment", rank))
+    recon_gen = torch.Generator().manual_seed(derive_seed(seed, "recon", rank))
     generators = {"z": z_gen, "augment": aug_gen, "recon": recon_gen}
-    torch.manual_seed(_seed(seed, "torch", rank))  # style mixing, noise inputs, path length noise
+    torch.manual_seed(derive_seed(seed, "torch", rank))  # style mixing, noise inputs, path length noise
     a = cfg.aug
     augment = make_augment(a.kind, policy=a.policy, p=a.p if a.kind in ("ada", "fixed") else 0.0, generator=aug_gen)
     ada = AdaController(cfg.batch, p=a.p, target=a.target, speed_kimg=a.speed_kimg, interval=a.interval,
@@ -340,7 +308,7 @@ def train_gan(
     if main and state_file is None:
         (out_dir / LOSSES_FILE).unlink(missing_ok=True)
     elif main:
-        _truncate_losses(out_dir / LOSSES_FILE, step)
+        truncate_losses(out_dir / LOSSES_FILE, step)
 
     total_nimg = round(cfg.kimg * 1000)
     tick_nimg, snap_nimg = max(1, round(cfg.tick_kimg * 1000)), max(1, round(cfg.snapshot_kimg * 1000))
@@ -351,9 +319,9 @@ def train_gan(
             f"reference {fid_reference} holds {len(reference)} image(s), needs >= 2"
         log.info("FID off: %s", why)
         fid_nimg = None
-    probe = FidProbe(reference, count=cfg.fid_images, seed=_seed(seed, "fid"), device=device, batch=local_batch,
-                     cache=metrics_cache, workers=cfg.workers, scratch=out_dir) if fid_nimg and main else None
-    grid_seed = _seed(seed, "grid")
+    probe = MetricProbe(reference, seed=derive_seed(seed, "fid"), device=device, cache=metrics_cache,
+                        workers=cfg.workers, scratch=out_dir) if fid_nimg and main else None
+    grid_seed = derive_seed(seed, "grid")
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
 
     def save(kimg: float) -> None:
@@ -460,7 +428,8 @@ def train_gan(
                 live.image(f"samples/{tick}.png", grid)  # dvclive's step-numbered slider layout
             if fid_nimg and (done or nimg // fid_nimg > prev_nimg // fid_nimg):
                 if probe is not None:
-                    stats.update(probe(recipe, G_ema))
+                    stats.update(probe(_samples(recipe, G_ema, cfg.fid_images, derive_seed(seed, "fid"), device,
+                                                local_batch)))
                 distributed.barrier()
             live.log(tick, stats)
             log.info("tick %d kimg %.3f %s", tick, nimg / 1000,

@@ -1,0 +1,301 @@
+"""The CycleGAN loop on tiny networks and 32 px crops of 40 px images, on CPU: training and the
+inference snapshot, exact resume, params checks, the learning-rate rule, divergence, the weighted
+Monet sources and the crop data path, metrics, DDP."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from lowshot.models.cyclegan import CycleGANConfig
+from lowshot.params import CycleGANParams
+from lowshot.train import checkpoint, distributed, losses
+from lowshot.train.cyclegan_loop import (LOSSES_FILE, PHOTO2MONET_FILE, TrainingDiverged, load_photo2monet,
+                                         load_size, lr_factor, train_cyclegan)
+from lowshot.train.data import ImageDataset, InfiniteSampler, WeightedSampler
+
+NETS = ("G_AB", "G_BA", "D_A", "D_B")
+G_LOSSES = {"loss/G", "loss/G_AB", "loss/G_BA", "loss/cycle_A", "loss/cycle_B", "loss/idt_A", "loss/idt_B"}
+D_LOSSES = {"loss/D_A", "loss/D_B"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_images(folder: Path, count: int, seed: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        PIL.Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("data")
+    return {"photos": write_images(root / "photos", 6, 0), "real": write_images(root / "real", 3, 1),
+            "ranked": write_images(root / "ranked", 4, 2)}
+
+
+def params(**kw) -> CycleGANParams:
+    # 2 steps per epoch, 1 constant + 1 decaying epoch: 4 steps.
+    base = dict(size=32, batch=2, epochs=1, decay_epochs=1, epoch_images=4, pool_size=3, eval_every=None,
+                grid_size=3, workers=1)
+    return CycleGANParams(**{**base, **kw})
+
+
+def run(cfg: CycleGANParams, data: dict[str, Path], out: Path, live: Path | None = None, *, monet=None, **kw) -> dict:
+    monet = monet if monet is not None else [(data["real"], 1.0), (data["ranked"], 1.0)]
+    return train_cyclegan(cfg, photos=data["photos"], monet=monet, out_dir=out, live_dir=live, device="cpu",
+                          seed=0, model=CycleGANConfig.tiny(), progress=False, **kw)
+
+
+def loss_rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / LOSSES_FILE).read_text().splitlines()]
+
+
+def history(live: Path, name: str) -> list[tuple[int, float]]:
+    """(step, value) rows of a dvclive metric (the timestamp column left out)."""
+    header, *rows = (live / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
+    cols = header.split("\t")
+    return [(int(r.split("\t")[cols.index("step")]), float(r.split("\t")[-1])) for r in rows]
+
+
+# --- training and the snapshot ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", [
+    {},
+    {"gan_loss": "hinge", "bf16": True, "lambda_identity": 0.0, "diffaugment": "", "pool_size": 0},
+    {"gan_loss": "vanilla", "mirror": False, "diffaugment": "translation"},
+])
+def test_trains_and_leaves_a_usable_photo2monet(variant, data, tmp_path, caplog):
+    cfg = params(**variant)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monet = [(data["real"], 1.0), (empty, 1.0), (data["ranked"], 0.0)]
+    out, live = tmp_path / "out", tmp_path / "live"
+    with caplog.at_level(logging.WARNING):
+        stats = run(cfg, data, out, live, monet=monet)
+    assert "empty dropped: no images" in caplog.text and "ranked dropped: weight 0" in caplog.text
+
+    expected = (G_LOSSES if cfg.lambda_identity else G_LOSSES - {"loss/idt_A", "loss/idt_B"}) | D_LOSSES
+    assert expected <= set(stats) and all(np.isfinite(v) for v in stats.values())
+    assert stats["progress/epoch"] == 2 and stats["optim/lr"] == pytest.approx(cfg.lr / 2)
+    rows = loss_rows(out)
+    assert [(r["step"], r["epoch"]) for r in rows] == [(0, 0), (1, 0), (2, 1), (3, 1)]
+    assert all(set(r) == expected | {"step", "epoch"} for r in rows)
+    assert [p.name for p in checkpoint.list_states(out)] == ["state-000001.000.pt", "state-000002.000.pt"]
+
+    G = load_photo2monet(out / PHOTO2MONET_FILE, "cpu")
+    assert G.epoch == 2 and G.config_dict == CycleGANConfig.tiny().to_dict()
+    y = G(torch.rand(2, 3, 40, 44) * 2 - 1)  # any size that is a multiple of 4
+    assert y.shape == (2, 3, 40, 44) and torch.isfinite(y).all() and y.abs().max() <= 1
+    state = checkpoint.load_state(checkpoint.latest_state(out))
+    torch.testing.assert_close(G.state_dict(), state["G_AB"])
+
+    assert [v for _, v in history(live, "optim/lr")] == pytest.approx([cfg.lr, cfg.lr / 2])
+    assert [s for s, _ in history(live, "loss/D_B")] == [0, 1]
+    assert (live / "plots" / "metrics" / "speed" / "images_per_sec.tsv").is_file()
+    grids = live / "plots" / "images" / "translations"
+    assert sorted(p.name for p in grids.iterdir()) == ["0.png", "1.png"]
+    assert PIL.Image.open(grids / "0.png").size == (3 * 32 + 4 * 2, 2 * 32 + 3 * 2)  # photos over translations
+
+
+def test_without_monet_images_the_error_names_every_source(data, tmp_path):
+    why = r"no Monet images.*nowhere \(0 images, weight 1\).*real \(3 images, weight 0\)"
+    with pytest.raises(ValueError, match=why):
+        run(params(), data, tmp_path / "out", monet=[(tmp_path / "nowhere", 1.0), (data["real"], 0.0)])
+
+
+def test_batch_not_divisible_by_the_processes_is_refused(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    with pytest.raises(ValueError, match="cyclegan.batch = 2 is not divisible by the 3 training processes"):
+        run(params(), data, tmp_path)
+
+
+# --- resume -----------------------------------------------------------------------------------------
+
+
+def test_killed_run_resumes_exactly(data, tmp_path):
+    # 3 steps per epoch; kills at step 2 (mid epoch 0) and step 4 (mid epoch 1). The pool fills and
+    # swaps, crops, flips and DiffAugment draw: every random stream is exercised.
+    cfg = params(epoch_images=6)
+    run(cfg, data, tmp_path / "whole", tmp_path / "live_whole")
+    out, live = tmp_path / "parts", tmp_path / "live_parts"
+    run(cfg, data, out, live, max_steps=2)
+    assert checkpoint.latest_state(out).name == "state-000000.666.pt"
+    run(cfg, data, out, live, max_steps=2)
+    assert checkpoint.latest_state(out).name == "state-000001.333.pt"
+    run(cfg, data, out, live)
+
+    assert loss_rows(out) == loss_rows(tmp_path / "whole")  # every loss of every step, bit for bit
+    assert len(loss_rows(out)) == 6
+    # Epoch means cover the steps before and after each kill.
+    assert history(live, "loss/G") == history(tmp_path / "live_whole", "loss/G")
+    a = checkpoint.load_state(checkpoint.latest_state(out))
+    b = checkpoint.load_state(checkpoint.latest_state(tmp_path / "whole"))
+    assert a["epoch"] == b["epoch"] == 2.0
+    for key in NETS:
+        for name in b[key]:
+            assert torch.equal(a[key][name], b[key][name]), f"{key}.{name}"
+    pools_a, pools_b = a["local"][0]["pools"]["B"]["images"], b["local"][0]["pools"]["B"]["images"]
+    assert len(pools_b) == 3 and all(torch.equal(x, y) for x, y in zip(pools_a, pools_b))
+
+
+def test_changed_params_are_refused_unless_the_learning_rate_so_far_stays(data, tmp_path, caplog):
+    cfg = params(epoch_images=2)  # 1 step per epoch
+    run(cfg, data, tmp_path / "a")
+    with pytest.raises(checkpoint.ParamsMismatch, match=r"cyclegan.lr: 0.0002 -> 0.001"):
+        run(params(epoch_images=2, lr=0.001, decay_epochs=2), data, tmp_path / "a")
+    with pytest.raises(checkpoint.ParamsMismatch, match=r"epochs / decay_epochs 1 / 1 -> 2 / 2 change the learning"):
+        run(params(epoch_images=2, epochs=2, decay_epochs=2), data, tmp_path / "a")
+    with pytest.raises(checkpoint.ParamsMismatch, match=r"monet_weights"):
+        run(cfg, data, tmp_path / "a", monet=[(data["real"], 1.0), (data["ranked"], 2.0)])
+
+    # Stopped in its constant phase, a run may be lengthened; cadence keys may change freely.
+    run(params(epoch_images=2, epochs=2), data, tmp_path / "b", max_steps=1)
+    longer = params(epoch_images=2, epochs=3, grid_size=2, keep_snapshots=1, eval_every=5)
+    with caplog.at_level(logging.INFO):
+        stats = run(longer, data, tmp_path / "b")
+    assert "resuming from epoch 1 step 1" in caplog.text
+    assert stats["progress/epoch"] == 4 and [r["step"] for r in loss_rows(tmp_path / "b")] == [0, 1, 2, 3]
+
+
+def test_learning_rate_is_constant_then_decays_linearly():
+    assert [lr_factor(e, 2, 3) for e in range(6)] == [1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
+    # The paper's 100 + 100 epochs: the 101st epoch is the first decayed, the last runs at 1/101.
+    assert lr_factor(99, 100, 100) == 1.0
+    assert lr_factor(100, 100, 100) == pytest.approx(100 / 101)
+    assert lr_factor(199, 100, 100) == pytest.approx(1 / 101)
+    assert lr_factor(0, 0, 1) == 0.5 and lr_factor(3, 4, 0) == 1.0
+
+
+def test_nan_loss_raises_naming_the_step_and_keeps_the_last_good_state(data, tmp_path, monkeypatch):
+    real, calls = losses.gan_loss, {"n": 0}
+
+    def nan_in_step_3(*args, **kw):
+        calls["n"] += 1
+        loss = real(*args, **kw)
+        return loss * float("nan") if calls["n"] == 3 * 6 + 1 else loss  # 6 calls a step; G_AB's comes first
+
+    monkeypatch.setattr(losses, "gan_loss", nan_in_step_3)
+    out = tmp_path / "out"
+    with pytest.raises(TrainingDiverged,
+                       match=r"step 3 \(epoch 1\), phase G: non-finite total, loss/G, loss/G_AB .*state-000001.000.pt"):
+        run(params(), data, out)
+    states = checkpoint.list_states(out)
+    assert [p.name for p in states] == ["state-000001.000.pt"]
+    assert checkpoint.load_state(states[0])["progress"]["step"] == 2
+
+    monkeypatch.setattr(losses, "gan_loss", real)
+    assert run(params(), data, out)["progress/epoch"] == 2
+    assert [r["step"] for r in loss_rows(out)] == [0, 1, 2, 3]
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+
+def test_weighted_sampler_follows_the_weights_and_resumes():
+    sampler = WeightedSampler([3, 5, 4], [3.0, 0.0, 1.0], seed=0, mirror=True)
+    entries, flips, _ = sampler.take(4000)
+    sources = sampler.source_of(entries)
+    counts = np.bincount(sources, minlength=3)
+    assert counts[1] == 0  # weight 0: never drawn
+    assert 2.7 < counts[0] / counts[2] < 3.3  # 3:1
+    # Each source is walked in its own permutations: its first draws cover it once.
+    assert sorted(entries[sources == 0][:3].tolist()) == [0, 1, 2]
+    assert sorted(entries[sources == 2][:4].tolist()) == [8, 9, 10, 11]
+    assert flips.any() and not flips.all()
+
+    first = WeightedSampler([3, 5, 4], [3.0, 0.0, 1.0], seed=0, mirror=True)
+    head = first.take(1500)[0]
+    resumed = WeightedSampler([3, 5, 4], [3.0, 0.0, 1.0], seed=0, mirror=True)
+    resumed.load_state_dict(first.state_dict())
+    assert np.array_equal(np.concatenate([head, resumed.take(2500)[0]]), entries)
+    ranks = [WeightedSampler([3, 4], [1, 1], seed=1, mirror=False, rank=r, world=2).next_items(5)[0] for r in (0, 1)]
+    single = WeightedSampler([3, 4], [1, 1], seed=1, mirror=False).take(10)[0]
+    assert ranks[0].tolist() == single[0::2].tolist() and ranks[1].tolist() == single[1::2].tolist()
+
+
+def test_images_are_loaded_larger_and_cropped(data):
+    assert load_size(256) == 286 and load_size(32) == 36
+    ds = ImageDataset([(data["photos"], 1)], 32, load_size=36, workers=1)
+    assert ds.images.shape[-2:] == (36, 36) and ds.crop_range == 4
+    full = ds.images[0].float() / 127.5 - 1
+    x = ds.batch(torch.tensor([0, 0, 0]), torch.tensor([False, False, True]), torch.tensor([[0, 4], [4, 0], [4, 0]]))
+    assert x.shape == (3, 3, 32, 32)
+    torch.testing.assert_close(x[0], full[:, 0:32, 4:36])
+    torch.testing.assert_close(x[1], full[:, 4:36, 0:32])
+    torch.testing.assert_close(x[2], x[1].flip(2))
+    torch.testing.assert_close(ds[0], full[:, 2:34, 2:34])  # centre crop without offsets
+    # The crop option adds offsets without changing the order or flips of a stream.
+    plain = InfiniteSampler(6, seed=3, mirror=True).next_items(9)
+    cropped = InfiniteSampler(6, seed=3, mirror=True, crop=4).next_items(9)
+    assert torch.equal(plain[0], cropped[0]) and torch.equal(plain[1], cropped[1])
+    assert not plain[2].any() and cropped[2].max() <= 4 and cropped[2].any()
+
+
+# --- metrics and DDP --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_eval_metrics_are_logged_against_the_reference(data, tmp_path):
+    cfg = params(epoch_images=2, eval_every=1, eval_images=3)
+    stats = run(cfg, data, tmp_path / "out", tmp_path / "live", eval_reference=data["ranked"],
+                metrics_cache=tmp_path / "cache")
+    assert {"metrics/fid", "metrics/kid", "metrics/mifid"} <= set(stats)
+    assert stats["metrics/fid"] > 0 and np.isfinite(stats["metrics/kid"]) and stats["metrics/mifid"] > 0
+    assert [s for s, _ in history(tmp_path / "live", "metrics/mifid")] == [0, 1]
+    assert any((tmp_path / "cache").rglob("set-*.npz"))  # reference features cached
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.slow
+def test_two_processes_hold_identical_weights(data, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_worker, args=(port, {k: str(v) for k, v in data.items()}, str(tmp_path)),
+                                nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"nets{r}.pt") for r in (0, 1))
+    for name in r0:
+        assert torch.equal(r0[name], r1[name]), name
+    state = checkpoint.load_state(checkpoint.latest_state(tmp_path / "out"))
+    assert state["progress"]["step"] == 4 and len(state["local"]) == 2
+    assert len(loss_rows(tmp_path / "out")) == 4  # rank 0 alone writes the files
+
+
+def _ddp_worker(rank: int, port: int, data: dict[str, str], tmp: str) -> None:
+    """Train on 2 processes (1 image pair each), then save this process's own networks."""
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    kept = {}
+    original = torch.nn.ModuleDict.__init__
+
+    def keep(self, modules=None):
+        original(self, modules)
+        if modules and set(modules) == set(NETS):
+            kept["nets"] = self
+
+    torch.nn.ModuleDict.__init__ = keep
+    try:
+        run(params(), {k: Path(v) for k, v in data.items()}, Path(tmp) / "out")
+        torch.save({k: v.detach().clone() for k, v in kept["nets"].state_dict().items()}, Path(tmp) / f"nets{rank}.pt")
+    finally:
+        torch.nn.ModuleDict.__init__ = original
+        distributed.cleanup()
