@@ -34,6 +34,7 @@ class RateLimit(Section):
 
 class ScrapeParams(Section):
     base_url: str = Field("https://www.wikiart.org", description="the only place WikiArt's address lives")
+    local_dir: str | None = Field(None, description="a folder of your own paintings used instead of WikiArt (no request made)")
     movements: list[str] = Field(["impressionism"], min_length=1, description="art-movement slugs")
     born_after: int = Field(1800, description="keep artists born in or after this year")
     died_before: int = Field(1950, description="keep artists who died before this year (living: dropped)")

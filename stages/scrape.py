@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import PIL.Image
+
+from lowshot.fsutil import atomic_path, sha256_file
 from lowshot.http import HttpClient, RateLimiter, RetryPolicy
 from lowshot.params import Params
-from lowshot.scrape.scraper import ScrapeFilters, ScrapeSummary, WikiArt, scrape
+from lowshot.scrape.scraper import MANIFEST_COLUMNS, ScrapeFilters, ScrapeSummary, WikiArt, scrape
+from lowshot.sources import copy_local
 from stages.paths import SCRAPED
 
 
-def run(params: Params, *, progress: bool = True) -> ScrapeSummary:
+@dataclass
+class LocalSummary:
+    copied: int
+    source: str
+
+    def describe(self) -> str:
+        return f"copied {self.copied} paintings from {self.source} (scrape.local_dir; WikiArt not asked)"
+
+
+def run(params: Params, *, progress: bool = True) -> ScrapeSummary | LocalSummary:
     p = params.scrape
+    if p.local_dir:
+        return _from_folder(Path(p.local_dir))
     client = HttpClient(
         timeout_s=p.timeout_s,
         retry=RetryPolicy(retries=p.retries, backoff_s=p.backoff_s, max_backoff_s=p.max_backoff_s),
@@ -28,3 +47,18 @@ def run(params: Params, *, progress: bool = True) -> ScrapeSummary:
         max_image_bytes=int(p.max_image_mb * (1 << 20)),
     )
     return scrape(WikiArt(p.base_url, client), filters, SCRAPED, workers=p.workers, progress=progress)
+
+
+def _from_folder(folder: Path) -> LocalSummary:
+    """Your own paintings instead of WikiArt: copied into data/scraped/images/ with a manifest
+    (id = file name without suffix; WikiArt's columns left empty)."""
+    images = copy_local(folder, SCRAPED / "images")
+    rows = []
+    for path in images:
+        with PIL.Image.open(path) as im:
+            width, height = im.size
+        rows.append({"id": path.stem, "image_url": (folder / path.name).as_posix(), "path": path.as_posix(),
+                     "sha256": sha256_file(path), "width": width, "height": height})
+    with atomic_path(SCRAPED / "manifest.csv") as tmp:
+        pd.DataFrame(rows, columns=MANIFEST_COLUMNS).to_csv(tmp, index=False)
+    return LocalSummary(len(images), str(folder))

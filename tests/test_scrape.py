@@ -166,3 +166,22 @@ def test_sigkill_mid_scrape_then_rerun_matches_an_uninterrupted_run(tmp_path):
     refetched = [name for name in completed if name in urls
                  and any(r.path == urlsplit(urls[name]).path for r in resumed)]
     assert not refetched
+
+
+def test_local_dir_replaces_wikiart_with_your_own_paintings(tmp_path, monkeypatch):
+    from lowshot.params import parse_params
+    from stages import scrape as stage
+
+    mine = tmp_path / "mine" / "sub"
+    mine.mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (30 + i, 20), (i * 50, 0, 0)).save(mine / f"painting{i}.png")
+    (mine / "notes.txt").write_text("not an image")
+    monkeypatch.chdir(tmp_path)
+    # base_url points nowhere: a request would fail the test
+    params = parse_params({"scrape": {"local_dir": str(tmp_path / "mine"), "base_url": "http://127.0.0.1:9"}})
+    summary = stage.run(params, progress=False)
+    assert summary.copied == 3 and "WikiArt not asked" in summary.describe()
+    manifest = pd.read_csv(tmp_path / "data/scraped/manifest.csv")
+    assert list(manifest["width"]) == [30, 31, 32]
+    assert all((tmp_path / p).is_file() for p in manifest["path"])
