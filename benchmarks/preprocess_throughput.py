@@ -93,7 +93,7 @@ def main() -> None:
         large = make_large(tmp / "large", args.large)
         logging.info("generated %d large JPEGs in %.1f s", len(large), time.perf_counter() - gen)
         rows += run(f"{len(large)} JPEGs 3000x2000", large, "hybrid", args.workers, tmp)
-    print(f"\n| corpus | method | images | seconds | images/s |\n|---|---|---:|---:|---:|")
+    print("\n| corpus | method | images | seconds | images/s |\n|---|---|---:|---:|---:|")
     for corpus, method, n, seconds in rows:
         print(f"| {corpus} | {method} | {n} | {seconds:.1f} | {n / seconds:.1f} |")
 

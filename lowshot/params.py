@@ -113,6 +113,7 @@ class RankParams(Section):
     negative_prompts: list[str] = Field([], description="... minus the mean similarity to these")
     features: Literal["clip", "inception"] = Field("clip", description="exemplar space; inception needs no CLIP weights")
     top_k: int = Field(5, ge=1, description="exemplar score = mean of the top-k similarities to the real Monets")
+    center: bool = Field(True, description="exemplar similarities measured around the corpus mean feature")
     top_n: int = Field(400, ge=1, description="keep the best N scraped paintings")
     batch_size: int = Field(64, ge=1, description="images per forward pass")
     workers: int = Field(2, ge=0, le=64, description="decoding worker processes")

@@ -1,6 +1,6 @@
 """Stage `cyclegan`: photo -> Monet CycleGAN on the photos and a weighted mix of Monet sources.
 
-Like `train`, each params fingerprint trains in its own `models/cyclegan/runs/<hash>` (persisted),
+Like `train`, each fingerprint (params + training data) trains in its own `models/cyclegan/runs/<hash>` (persisted),
 so a killed run resumes and an experiment with other params starts afresh; when a run finishes,
 its generator becomes `models/cyclegan/photo2monet.pt` and the other runs are deleted.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from lowshot.params import Params
 from lowshot.runtime import pick_device
 from lowshot.train import checkpoint, distributed
-from lowshot.train.cyclegan_loop import PHOTO2MONET_FILE, run_fingerprint, train_cyclegan
+from lowshot.train.cyclegan_loop import PHOTO2MONET_FILE, data_digest, run_fingerprint, train_cyclegan
 from stages.paths import CYCLEGAN_LIVE, CYCLEGAN_MODELS, FEATURE_CACHE, PROCESSED, RANKED, SYNTHETIC
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,11 @@ class CycleGANSummary:
 def run(params: Params, *, progress: bool = True, max_steps: int | None = None) -> CycleGANSummary:
     c = params.cyclegan
     monet = [(MONET_SOURCES[name], weight) for name, weight in c.monet_sources.items() if weight > 0]
-    fingerprint = run_fingerprint(c, params.seed, [w for _, w in monet])
+    fingerprint = run_fingerprint(c, params.seed, data_digest(PROCESSED / "photos", monet))
     run_dir = checkpoint.run_dir(CYCLEGAN_MODELS, fingerprint)
     for other in checkpoint.describe_other_runs(CYCLEGAN_MODELS, run_dir, fingerprint):
-        log.info("%s holds another run with different params, kept until this one finishes: %s", CYCLEGAN_MODELS, other)
+        log.info("%s holds another run with different params or data, kept until this one finishes: %s",
+                 CYCLEGAN_MODELS, other)
     stats = train_cyclegan(c, photos=PROCESSED / "photos", monet=monet, out_dir=run_dir, live_dir=CYCLEGAN_LIVE,
                            device=pick_device(params.device), seed=params.seed,
                            eval_reference=Path(params.evaluate.reference), metrics_cache=FEATURE_CACHE,

@@ -80,4 +80,4 @@ def _exemplar(params: Params, paintings, device, progress: bool) -> np.ndarray:
         scorer = _clip(params, device)
         corpus = scorer.encode_images(paintings, progress=progress)
         refs = scorer.encode_images(exemplars, progress=progress)
-    return exemplar_scores(corpus, refs, top_k=p.top_k)
+    return exemplar_scores(corpus, refs, top_k=p.top_k, center=p.center)

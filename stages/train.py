@@ -1,6 +1,6 @@
 """Stage `train`: the low-shot GAN on the ranked paintings + the real Monets -> models/gan/.
 
-Each params fingerprint trains in its own folder `models/gan/runs/<hash>` (persisted by DVC), so
+Each fingerprint (params + training data) trains in its own folder `models/gan/runs/<hash>` (persisted by DVC), so
 a killed `dvc repro` resumes its run while `dvc exp run -S train.lr_d=...` starts a new one; the
 other runs are deleted once the new one has finished. `models/gan/generator.pt` is always the
 generator of the last finished run.
@@ -15,6 +15,7 @@ from pathlib import Path
 from lowshot.params import Params
 from lowshot.runtime import pick_device
 from lowshot.train import checkpoint, distributed
+from lowshot.train.data import sources_digest
 from lowshot.train.gan_loop import run_fingerprint, train_gan
 from stages.paths import FEATURE_CACHE, GAN_LIVE, GAN_MODELS, PROCESSED, RANKED
 
@@ -35,10 +36,12 @@ class TrainSummary:
 
 def run(params: Params, *, progress: bool = True, max_ticks: int | None = None) -> TrainSummary:
     t = params.train
-    run_dir = checkpoint.run_dir(GAN_MODELS, run_fingerprint(t, params.seed))
-    for other in checkpoint.describe_other_runs(GAN_MODELS, run_dir, run_fingerprint(t, params.seed)):
-        log.info("%s holds another run with different params, kept until this one finishes: %s", GAN_MODELS, other)
     sources = [(RANKED / "top", 1), (PROCESSED / "monet_train", t.monet_repeat)]
+    fingerprint = run_fingerprint(t, params.seed, sources_digest(sources))
+    run_dir = checkpoint.run_dir(GAN_MODELS, fingerprint)
+    for other in checkpoint.describe_other_runs(GAN_MODELS, run_dir, fingerprint):
+        log.info("%s holds another run with different params or data, kept until this one finishes: %s",
+                 GAN_MODELS, other)
     stats = train_gan(t, sources=sources, out_dir=run_dir, live_dir=GAN_LIVE, device=pick_device(params.device),
                       seed=params.seed, fid_reference=Path(params.evaluate.reference), metrics_cache=FEATURE_CACHE,
                       progress=progress, max_ticks=max_ticks)

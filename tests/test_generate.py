@@ -164,3 +164,9 @@ def test_changed_params_train_a_new_run_and_replace_the_old_one_when_done(projec
     assert "train.lr_d: 0.0002 -> 0.001" in caplog.text  # the other run is named with what differs
     assert not first.exists() and second.is_dir()  # pruned once the new run finished
     assert (project / "models/gan/generator.pt").read_bytes() == (second / "generator.pt").read_bytes()
+
+    # New training data with the same params is a new run too, never a resume onto other images.
+    PIL.Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / "m9.png")
+    third = project / train.run(parse_params({"device": "cpu", "train": {**train_kw, "lr_d": 0.001}}),
+                                progress=False).run
+    assert third != second and not second.exists()

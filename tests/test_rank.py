@@ -179,6 +179,19 @@ def test_exemplar_ranking_follows_distance_from_the_exemplars():
     assert table["id"].tolist() == [f"c{i}" for i in range(6)]
 
 
+def test_centred_scores_ignore_a_direction_every_feature_shares():
+    # Adding one vector to every feature (as a large common component of non-negative Inception
+    # features does) changes plain cosines but not the centred ones.
+    rng = np.random.default_rng(3)
+    corpus, exemplars = rng.normal(size=(30, 8)), rng.normal(size=(5, 8))
+    shift = rng.normal(size=8) * 20
+    centred = exemplar_scores(corpus, exemplars, top_k=3, center=True)
+    assert np.allclose(exemplar_scores(corpus + shift, exemplars + shift, top_k=3, center=True), centred, atol=1e-5)
+    assert not np.allclose(exemplar_scores(corpus + shift, exemplars + shift, top_k=3), centred, atol=1e-2)
+    mean = corpus.mean(axis=0)
+    assert np.allclose(centred, exemplar_scores(corpus - mean, exemplars - mean, top_k=3), atol=1e-6)
+
+
 def test_exemplar_bad_inputs():
     with pytest.raises(ValueError, match="dimensions"):
         exemplar_scores(np.ones((2, 3)), np.ones((2, 4)))

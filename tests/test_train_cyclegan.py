@@ -163,7 +163,7 @@ def test_changed_params_are_refused_unless_the_learning_rate_so_far_stays(data, 
         run(params(epoch_images=2, lr=0.001, decay_epochs=2), data, tmp_path / "a")
     with pytest.raises(checkpoint.ParamsMismatch, match=r"epochs / decay_epochs 1 / 1 -> 2 / 2 change the learning"):
         run(params(epoch_images=2, epochs=2, decay_epochs=2), data, tmp_path / "a")
-    with pytest.raises(checkpoint.ParamsMismatch, match=r"monet_weights"):
+    with pytest.raises(checkpoint.ParamsMismatch, match=r"data: '"):  # other Monet weights: other data
         run(cfg, data, tmp_path / "a", monet=[(data["real"], 1.0), (data["ranked"], 2.0)])
 
     # Stopped in its constant phase, a run may be lengthened; cadence keys may change freely.

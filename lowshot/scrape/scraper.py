@@ -160,7 +160,7 @@ def scrape(site: WikiArt, filters: ScrapeFilters, out_dir: Path, *, workers: int
     fetched = _JsonLines(out_dir / "fetched.jsonl")
     summary = ScrapeSummary(http=site.client.stats)
 
-    candidates = _candidates(site, filters, summary)
+    candidates = _candidates(site, filters, summary, progress)
     rows: list[dict] = []
     seen_sha: dict[str, str] = {}
 
@@ -201,7 +201,7 @@ def _full(rows: list[dict], filters: ScrapeFilters) -> bool:
     return filters.max_paintings is not None and len(rows) >= filters.max_paintings
 
 
-def _candidates(site: WikiArt, filters: ScrapeFilters, summary: ScrapeSummary) -> list[PaintingRecord]:
+def _candidates(site: WikiArt, filters: ScrapeFilters, summary: ScrapeSummary, progress: bool) -> list[PaintingRecord]:
     """Paintings of the kept artists, in listing order, each id once."""
     artists: dict[str, Artist] = {}
     for movement in filters.movements:
@@ -210,7 +210,7 @@ def _candidates(site: WikiArt, filters: ScrapeFilters, summary: ScrapeSummary) -
                 artists.setdefault(artist.slug, artist)
     summary.artists = len(artists)
     records: dict[str, PaintingRecord] = {}
-    for slug in tqdm(artists, desc="list paintings", unit="artist", leave=False, disable=len(artists) < 2):
+    for slug in tqdm(artists, desc="list paintings", unit="artist", leave=False, disable=not progress or len(artists) < 2):
         for record in site.paintings(slug):
             if record.id in records:
                 summary.rejected["duplicate_id"] += 1

@@ -56,7 +56,8 @@ from lowshot.models.cyclegan import CycleGANConfig, PatchDiscriminator, ResnetGe
 from lowshot.params import CycleGANParams
 from lowshot.runtime import seed_everything
 from lowshot.train import checkpoint, distributed, losses
-from lowshot.train.data import ImageDataset, ImageSource, InfiniteSampler, WeightedSampler, load_image, source_files
+from lowshot.train.data import (ImageDataset, ImageSource, InfiniteSampler, WeightedSampler, load_image, source_files,
+                                sources_digest)
 from lowshot.train.gan_loop import LOSSES_FILE, Phase, TrainingDiverged, derive_seed, truncate_losses
 from lowshot.train.image_pool import ImagePool
 from lowshot.train.live import LiveLog
@@ -64,7 +65,7 @@ from lowshot.train.live import LiveLog
 log = logging.getLogger(__name__)
 
 __all__ = ["PHOTO2MONET_FILE", "RUN_ONLY_KEYS", "TrainingDiverged", "load_photo2monet", "load_size",
-           "lr_factor", "model_config", "run_fingerprint", "steps_per_epoch", "train_cyclegan"]
+           "data_digest", "lr_factor", "model_config", "run_fingerprint", "steps_per_epoch", "train_cyclegan"]
 
 # CycleGANParams keys that do not change what is learned. epochs / decay_epochs are checked apart
 # (they shape the learning rate; see the module docstring).
@@ -81,13 +82,17 @@ def model_config(cfg: CycleGANParams) -> CycleGANConfig:
     return CycleGANConfig(ngf=cfg.ngf, ndf=cfg.ndf, g_blocks=cfg.g_blocks, d_layers=cfg.d_layers)
 
 
-def run_fingerprint(cfg: CycleGANParams, seed: int, monet_weights: Sequence[float],
-                    config: CycleGANConfig | None = None) -> dict[str, Any]:
-    """What identifies a run: the params that change what is learned, the networks, the seed, the
-    Monet sources' weights (`epochs` / `decay_epochs` are checked apart, see `_check_schedule`)."""
+def data_digest(photos: ImageSource, monet: Sequence[tuple[ImageSource, float]]) -> str:
+    """The identity of a run's training data: photos, Monet sources and their weights."""
+    return sources_digest([(photos, 1.0), *monet])
+
+
+def run_fingerprint(cfg: CycleGANParams, seed: int, data: str, config: CycleGANConfig | None = None) -> dict[str, Any]:
+    """What identifies a run: the params that change what is learned, the networks, the seed and the
+    data (`data_digest`); `epochs` / `decay_epochs` are checked apart, see `_check_schedule`."""
     return checkpoint.params_fingerprint(
         {"cyclegan": cfg.model_dump(mode="json"), "model": (config or model_config(cfg)).to_dict(), "seed": seed,
-         "monet_weights": [float(w) for w in monet_weights]},
+         "data": data},
         exclude=[f"cyclegan.{k}" for k in RUN_ONLY_KEYS])
 
 
@@ -319,7 +324,7 @@ def train_cyclegan(
     nets = nn.ModuleDict({"G_AB": ResnetGenerator.from_config(config), "G_BA": ResnetGenerator.from_config(config),
                           "D_A": PatchDiscriminator.from_config(config), "D_B": PatchDiscriminator.from_config(config)})
     nets.to(device).train().requires_grad_(False)
-    fingerprint = run_fingerprint(cfg, seed, [w for _, w in monet], config)
+    fingerprint = run_fingerprint(cfg, seed, data_digest(photos, monet), config)
     generators = {name: torch.Generator().manual_seed(derive_seed(seed, name, rank))
                   for name in ("augment", "pool_A", "pool_B")}
     torch.manual_seed(derive_seed(seed, "torch", rank))

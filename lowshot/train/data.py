@@ -14,6 +14,7 @@ of that one global stream. `WeightedSampler` mixes several such streams by sampl
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from lowshot.fsutil import sha256_file
 from lowshot.images.folder import list_images
 from lowshot.images.resize import resize_to_square
 
@@ -42,6 +44,18 @@ def source_files(source: ImageSource) -> tuple[str, list[Path]]:
         return str(folder), list_images(folder) if folder.is_dir() else []
     files = [Path(p) for p in source]
     return f"a list of {len(files)} files", files
+
+
+def sources_digest(sources: Sequence[tuple[ImageSource, float]]) -> str:
+    """sha256 over every source's weight (or repeat count) and its files' names and contents: the
+    training data's identity, part of a run's fingerprint, so new data never resumes an old run."""
+    digest = hashlib.sha256()
+    for source, weight in sources:
+        _, files = source_files(source)
+        digest.update(f"source {float(weight)!r} {len(files)}\n".encode())
+        for path in files:
+            digest.update(f"{path.name} {sha256_file(path)}\n".encode())
+    return digest.hexdigest()
 
 
 def load_image(path: Path, resolution: int) -> np.ndarray:

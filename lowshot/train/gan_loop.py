@@ -42,7 +42,7 @@ from lowshot.models import lightweight_gan, stylegan2
 from lowshot.params import TrainParams
 from lowshot.runtime import seed_everything
 from lowshot.train import checkpoint, distributed, losses
-from lowshot.train.data import ImageDataset, InfiniteSampler, Source
+from lowshot.train.data import ImageDataset, InfiniteSampler, Source, sources_digest
 from lowshot.train.ema import ema_beta, make_ema, update_ema
 from lowshot.train.live import LiveLog
 
@@ -168,11 +168,13 @@ def make_phases(cfg: TrainParams, recipe: Recipe, G: nn.Module, D: nn.Module, au
     return phases
 
 
-def run_fingerprint(cfg: TrainParams, seed: int, model: ModelConfig | None = None) -> dict[str, Any]:
-    """What identifies a run: the params that change what is learned, the network config, the seed."""
+def run_fingerprint(cfg: TrainParams, seed: int, data: str, model: ModelConfig | None = None) -> dict[str, Any]:
+    """What identifies a run: the params that change what is learned, the network config, the seed
+    and the training data (`data.sources_digest`)."""
     config = model or make_recipe(cfg, None).config
-    return checkpoint.params_fingerprint({"train": cfg.model_dump(mode="json"), "model": config.to_dict(), "seed": seed},
-                                         exclude=[f"train.{k}" for k in RUN_ONLY_KEYS])
+    return checkpoint.params_fingerprint(
+        {"train": cfg.model_dump(mode="json"), "model": config.to_dict(), "seed": seed, "data": data},
+        exclude=[f"train.{k}" for k in RUN_ONLY_KEYS])
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -257,7 +259,7 @@ def train_gan(
     if recipe.config.resolution != cfg.resolution:
         raise ValueError(f"model config resolution {recipe.config.resolution} != train.resolution {cfg.resolution}")
     G, D = (m.to(device).train().requires_grad_(False) for m in recipe.build())
-    fingerprint = run_fingerprint(cfg, seed, recipe.config)
+    fingerprint = run_fingerprint(cfg, seed, sources_digest(sources), recipe.config)
     dataset = ImageDataset(sources, cfg.resolution, workers=max(1, cfg.workers))
     sampler = InfiniteSampler(len(dataset), seed=derive_seed(seed, "data"), mirror=cfg.mirror, rank=rank, world=world)
 
