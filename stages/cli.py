@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads OpenMP: idle threads sleep instead of spinning. On a CPU shared with other work,
+# spin-waiting made a training minibatch 3-4x slower (benchmarks/train_throughput.py, --omp-wait).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import importlib
 import logging
 from pathlib import Path
