@@ -4,8 +4,8 @@
         [--batches 16] [--steps 2] [--channels N] [--threads N] [--omp-wait passive] [--device cpu]
 
 The full grid of the synthesis issue is `--batches 16,24,32`. The default, batch 16 only, took 7 minutes
-on 2 CPU cores shared with other jobs (load 6-7), 5 of them for stylegan2 at 128 px; the full grid
-takes about 5x as long (cost grows with the batch).
+on 2 CPU cores shared with other jobs (load 6-7), 5 of them for stylegan2 at 128 px, and under 5 at
+load 2; the full grid took 32 minutes at load 4-6.
 
 Each (arch, px, batch) runs in its own spawned process: fresh networks from `make_recipe` with
 `TrainParams` defaults (widths: `channels` null unless `--channels`), the phases of `make_phases`
