@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
@@ -14,6 +15,16 @@ def shared_dataset(name: str) -> Path:
     if not path.is_dir() or not any(path.iterdir()):
         pytest.skip(f"{path} not present")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test on one torch thread: tiny networks gain nothing from intra-op threads, and on a
+    shared 2-core machine they lose a lot to contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

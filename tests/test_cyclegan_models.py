@@ -10,13 +10,7 @@ from lowshot.models.cyclegan import CycleGANConfig, PatchDiscriminator, ResnetGe
 from lowshot.train.image_pool import ImagePool
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny networks run faster on one thread than on a shared, oversubscribed CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: threads only add contention
 
 
 def _tiny_pair(seed: int = 0) -> tuple[ResnetGenerator, PatchDiscriminator]:

@@ -19,12 +19,7 @@ from stages import generate, train
 from stages.cli import app
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: threads only add contention
 
 
 def write_generator(arch: str) -> None:

@@ -13,13 +13,7 @@ from lowshot.models.lightweight_gan import (
 TEST_RESOLUTIONS = (32, 64, 128)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny networks run faster on one thread than on a shared, oversubscribed CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: threads only add contention
 
 
 def _build(resolution: int = 32, seed: int = 0) -> tuple[Generator, Discriminator]:

@@ -20,13 +20,7 @@ from lowshot.train.losses import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: on a shared 2-core machine, intra-op threading costs far more than it saves.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: threads only add contention
 
 
 def _softplus(v: float) -> float:

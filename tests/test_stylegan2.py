@@ -24,13 +24,7 @@ from lowshot.models.stylegan2 import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: on a shared 2-core machine, intra-op threading costs far more than it saves.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: threads only add contention
 
 
 def _models(resolution: int = 32, seed: int = 0) -> tuple[StyleGAN2Config, Generator, Discriminator]:

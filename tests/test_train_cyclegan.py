@@ -27,12 +27,7 @@ G_LOSSES = {"loss/G", "loss/G_AB", "loss/G_BA", "loss/cycle_A", "loss/cycle_B", 
 D_LOSSES = {"loss/D_A", "loss/D_B"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: threads only add contention
 
 
 def write_images(folder: Path, count: int, seed: int) -> Path:

@@ -22,13 +22,7 @@ from lowshot.train.gan_loop import LOSSES_FILE, TrainingDiverged, train_gan
 TINY = {"stylegan2": StyleGAN2Config.tiny(32), "lightweight": LightweightGANConfig.tiny(32)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny networks gain nothing from threads, and on a shared CPU they lose a lot to contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: threads only add contention
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,8 @@ from lowshot.runtime import seed_everything
 from lowshot.train import checkpoint, distributed, losses
 from lowshot.train.data import (ImageDataset, ImageSource, InfiniteSampler, WeightedSampler, load_image, source_files,
                                 sources_digest)
-from lowshot.train.gan_loop import LOSSES_FILE, Phase, TrainingDiverged, derive_seed, truncate_losses
+from lowshot.train.gan_loop import (LOSSES_FILE, Phase, TrainingDiverged, derive_seed, raise_if_diverged,
+                                    truncate_losses)
 from lowshot.train.image_pool import ImagePool
 from lowshot.train.live import LiveLog
 
@@ -251,19 +252,6 @@ def _check_schedule(saved: dict[str, int], cfg: CycleGANParams, started_epochs: 
             f"{started_epochs} epoch(s) already trained. Restore those values, or train into a fresh output folder.")
 
 
-def _raise_if_diverged(values: torch.Tensor, names: list[str], *, world: int, where: str, out_dir: Path) -> None:
-    """TrainingDiverged when any process has a non-finite value; every process checks, so all stop."""
-    finite = distributed.all_reduce_sum(torch.isfinite(values).all().float().reshape(1))
-    if finite.item() >= world:
-        return
-    named = dict(zip(names, values.tolist()))
-    bad = [k for k, v in named.items() if not math.isfinite(v)] or ["loss on another process"]
-    last = checkpoint.latest_state(out_dir)
-    raise TrainingDiverged(
-        f"training diverged at {where}: non-finite {', '.join(bad)} {named}; nothing was saved after it: "
-        + (f"the last good state is {last}" if last else "no state had been saved yet"))
-
-
 # --- the loop ---------------------------------------------------------------------------------------
 
 
@@ -421,7 +409,7 @@ def train_cyclegan(
                 with torch.autocast(**autocast):
                     total, scalars = phase.loss(batch)
                 values = torch.stack([v.detach().float() for v in (total, *scalars.values())])
-                _raise_if_diverged(values, ["total", *scalars], world=world, out_dir=out_dir,
+                raise_if_diverged(values, ["total", *scalars], world=world, out_dir=out_dir,
                                    where=f"step {step} (epoch {epoch}), phase {phase.name}")
                 total.backward()
                 distributed.average_gradients(phase.module.parameters())

@@ -59,6 +59,19 @@ class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; no state was written after the last good one."""
 
 
+def raise_if_diverged(values: torch.Tensor, names: list[str], *, world: int, where: str, out_dir: Path) -> None:
+    """TrainingDiverged when any process has a non-finite value; every process checks, so all stop."""
+    finite = distributed.all_reduce_sum(torch.isfinite(values).all().float().reshape(1))
+    if finite.item() >= world:
+        return
+    named = dict(zip(names, values.tolist()))
+    bad = [k for k, v in named.items() if not math.isfinite(v)] or ["loss on another process"]
+    last = checkpoint.latest_state(out_dir)
+    raise TrainingDiverged(
+        f"training diverged at {where}: non-finite {', '.join(bad)} {named}; nothing was saved after it: "
+        + (f"the last good state is {last}" if last else "no state had been saved yet"))
+
+
 def derive_seed(seed: int, *names: object) -> int:
     """A 63-bit seed derived from `seed` and names, so each random stream is independent."""
     digest = hashlib.sha256(":".join(map(str, (seed, *names))).encode()).digest()
@@ -374,15 +387,8 @@ def train_gan(
                     total, scalars = phase.loss(batch)
                 values = torch.stack([v.detach().float() for v in (total, *scalars.values())])
                 # Every process checks, so all stop together; raised before any step or save.
-                finite = distributed.all_reduce_sum(torch.isfinite(values).all().float().reshape(1))
-                if finite.item() < world:
-                    named = dict(zip(["total", *scalars], values.tolist()))
-                    bad = [k for k, v in named.items() if not math.isfinite(v)] or ["loss on another process"]
-                    last = checkpoint.latest_state(out_dir)
-                    raise TrainingDiverged(
-                        f"training diverged at step {step} (kimg {nimg / 1000:.3f}), phase {phase.name}: "
-                        f"non-finite {', '.join(bad)} {named}; nothing was saved after it: "
-                        + (f"the last good state is {last}" if last else "no state had been saved yet"))
+                raise_if_diverged(values, ["total", *scalars], world=world, out_dir=out_dir,
+                                  where=f"step {step} (kimg {nimg / 1000:.3f}), phase {phase.name}")
                 total.backward()
                 distributed.average_gradients(phase.module.parameters())
                 phase.module.requires_grad_(False)
