@@ -44,17 +44,16 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from _measure import matmul, peak_mib, sync
 from lowshot.augment import make_augment
 from lowshot.models.cyclegan import PatchDiscriminator, ResnetGenerator
 from lowshot.params import CycleGANParams
@@ -62,7 +61,6 @@ from lowshot.runtime import pick_device
 from lowshot.train.cyclegan_loop import make_phases, model_config
 from lowshot.train.image_pool import ImagePool
 
-MIB = 1024 * 1024
 MODES = ("fp32", "channels_last", "bf16")
 MATMUL_N, MATMUL_REPS = 2048, 3
 
@@ -79,35 +77,6 @@ class Result:
     finite: bool = True
     idle_mib: float = 0.0
     peak_mib: float = 0.0
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul(n: int, reps: int, device: torch.device, dtype: torch.dtype = torch.float32) -> tuple[float, float]:
-    """(FLOPs, seconds) of `reps` n x n matmuls after one untimed warm-up."""
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    torch.mm(a, b)
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(reps):
-        torch.mm(a, b)
-    sync(device)
-    return 2.0 * n**3 * reps, time.perf_counter() - start
-
-
-def peak_mib(device: torch.device) -> float:
-    """Peak memory so far: CUDA allocations, or this process's peak RSS (see the module docstring)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / MIB
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / MIB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MIB  # Linux units: KiB
 
 
 def prepare(mode: str, device: torch.device):

@@ -43,15 +43,14 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from _measure import matmul, peak_mib, sync
 from lowshot.augment import make_augment
 from lowshot.params import TrainParams
 from lowshot.runtime import pick_device
@@ -59,7 +58,6 @@ from lowshot.train import losses
 from lowshot.train.ema import ema_beta, make_ema, update_ema
 from lowshot.train.gan_loop import Phase, make_phases, make_recipe
 
-MIB = 1024 * 1024
 
 
 @dataclass
@@ -82,34 +80,6 @@ class Result:
         return sum(f / interval for _, interval, _, f in self.phases)
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_gflops(n: int, reps: int, device: torch.device) -> tuple[float, float]:
-    """(FLOPs, seconds) of `reps` fp32 n x n matmuls after one untimed warm-up."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    torch.mm(a, b)
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(reps):
-        torch.mm(a, b)
-    sync(device)
-    return 2.0 * n**3 * reps, time.perf_counter() - start
-
-
-def rss_mib() -> float:
-    """Peak resident set of this process so far. Linux keeps ru_maxrss across execve, so a spawned
-    child's ru_maxrss starts at its parent's peak; VmHWM belongs to the child's own address space."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / MIB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MIB  # Linux units: KiB
-
-
 def run_phase(phase: Phase, batch: dict) -> bool:
     """One phase as `train_gan` runs it; returns whether its losses were finite."""
     phase.module.requires_grad_(True)
@@ -127,8 +97,8 @@ def measure(arch: str, px: int, batch: int, args: argparse.Namespace) -> Result:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    res = Result(arch, px, batch, idle_mib=rss_mib() if device.type == "cpu" else 0.0)
-    mm_flops, mm_s = matmul_gflops(args.matmul_n, args.matmul_reps, device)
+    res = Result(arch, px, batch, idle_mib=peak_mib(device) if device.type == "cpu" else 0.0)
+    mm_flops, mm_s = matmul(args.matmul_n, args.matmul_reps, device)
 
     torch.manual_seed(0)
     cfg = TrainParams(arch=arch, resolution=px, batch=batch, channels=args.channels)
@@ -176,10 +146,10 @@ def measure(arch: str, px: int, batch: int, args: argparse.Namespace) -> Result:
         runs["ema"] += 1
     res.phases = [(p.name, p.interval, seconds[p.name] / runs[p.name], flops[p.name]) for p in phases]
     res.phases.append(("ema", 1, seconds["ema"] / runs["ema"], 0.0))
-    res.peak_mib = rss_mib() if device.type == "cpu" else torch.cuda.max_memory_allocated(device) / MIB
+    res.peak_mib = peak_mib(device)
 
     del phases, G, D, G_ema, b
-    f2, s2 = matmul_gflops(args.matmul_n, args.matmul_reps, device)
+    f2, s2 = matmul(args.matmul_n, args.matmul_reps, device)
     res.matmul_gflops = (mm_flops + f2) / (mm_s + s2) / 1e9
     return res
 
