@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -177,7 +177,6 @@ class TrainParams(Section):
     fid_every_kimg: float | None = Field(10.0, gt=0, description="FID against monet_ref every this many kimg (null = off)")
     fid_images: int = Field(500, ge=2, description="generated images per FID measurement")
     grid_size: int = Field(16, ge=1, description="images in the fixed-seed sample grid")
-    bf16: bool = Field(False, description="bf16 autocast for forward passes (CPU and GPU)")
     resume_from: str | None = Field(None, description="checkpoint of another run to start from (transfer learning; kimg restarts)")
     workers: int = Field(2, ge=0, le=64, description="data-loading worker processes")
 
@@ -203,10 +202,23 @@ class GenerateParams(Section):
 
 
 MonetSource = Literal["real", "ranked", "synthetic"]
+TranslatorModel = Literal["cyclegan", "cut", "fastcut"]
+
+# Reference values of the keys left null, per translator (junyanz CycleGAN; taesungp CUT / FastCUT).
+TRANSLATOR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cyclegan": {"pool_size": 50, "lambda_nce": 0.0, "nce_idt": False, "flip_equivariance": False, "init": "normal"},
+    "cut": {"pool_size": 0, "lambda_nce": 1.0, "nce_idt": True, "flip_equivariance": False, "init": "xavier"},
+    "fastcut": {"pool_size": 0, "lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True, "init": "xavier"},
+}
 
 
 class CycleGANParams(Section):
+    model: TranslatorModel = Field(
+        "cyclegan", description="cyclegan (two generators, cycle loss), cut or fastcut (one generator, PatchNCE loss)")
     size: int = Field(256, description="training crop side, pixels (256; 128 for quick runs)")
+    load_size: int | None = Field(
+        None, description="side images are resized to before the random crop (null: 286/256 x size, the paper's "
+                          "load 286 / crop 256); the photos' own size (256) trains at the scale translate uses")
     monet_sources: dict[MonetSource, float] = Field(
         {"real": 1.0, "ranked": 1.0, "synthetic": 1.0},
         description="domain B: sampling weight of real (monet_train), ranked (data/ranked/top), synthetic (data/synthetic); 0 = unused")
@@ -214,9 +226,19 @@ class CycleGANParams(Section):
     ngf: int = Field(64, ge=8, description="generator base width")
     ndf: int = Field(64, ge=8, description="PatchGAN discriminator base width")
     d_layers: int = Field(3, ge=1, le=5, description="PatchGAN strided layers (3 = 70x70 receptive field)")
+    upsample: Literal["transpose", "resize"] = Field(
+        "transpose", description="generator upsampling: transposed convs (the paper) or bilinear resize + conv")
     gan_loss: Literal["lsgan", "vanilla", "hinge"] = Field("lsgan", description="adversarial loss")
-    lambda_cycle: float = Field(10.0, ge=0, description="cycle-consistency weight")
-    lambda_identity: float = Field(0.5, ge=0, description="identity loss weight, times lambda_cycle")
+    lambda_cycle: float = Field(10.0, ge=0, description="cyclegan: cycle-consistency weight")
+    lambda_identity: float = Field(0.5, ge=0, description="cyclegan: identity loss weight, times lambda_cycle")
+    lambda_nce: float | None = Field(None, ge=0, description="cut/fastcut: PatchNCE weight (null: cut 1, fastcut 10)")
+    nce_idt: bool | None = Field(
+        None, description="cut/fastcut: PatchNCE identity loss on Monets, G(monet) vs monet (null: cut on, fastcut off)")
+    nce_patches: int = Field(256, ge=1, description="cut/fastcut: patch positions sampled per encoder layer")
+    nce_temperature: float = Field(0.07, gt=0, description="cut/fastcut: PatchNCE temperature")
+    nce_width: int = Field(256, ge=8, description="cut/fastcut: width of the two-layer MLP head per encoder layer")
+    flip_equivariance: bool | None = Field(
+        None, description="cut/fastcut: photos flipped at random, features flipped back (null: fastcut on, cut off)")
     lr: float = Field(0.0002, gt=0, description="Adam learning rate of generators and discriminators")
     beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1")
     beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2")
@@ -224,14 +246,14 @@ class CycleGANParams(Section):
     epochs: int = Field(5, ge=0, description="epochs at the constant learning rate")
     decay_epochs: int = Field(5, ge=0, description="epochs of linear decay of the learning rate to zero")
     epoch_images: int | None = Field(1000, ge=1, description="photos per epoch (null = every photo once)")
-    pool_size: int = Field(50, ge=0, description="history of generated images shown to D (0 = none)")
+    pool_size: int | None = Field(
+        None, ge=0, description="history of generated images shown to D, 0 = none (null: cyclegan 50, cut/fastcut 0)")
     diffaugment: str = Field("color,translation,cutout", description="DiffAugment policy on D's inputs (empty = off)")
     mirror: bool = Field(True, description="random horizontal flips")
     eval_every: int | None = Field(1, ge=1, description="FID/MiFID of translated photos every this many epochs (null = off)")
-    eval_images: int = Field(250, ge=2, description="photos translated for each FID/MiFID measurement")
+    eval_images: int = Field(250, ge=2, description="photos translated (at 256 px, as translate does) for each FID/MiFID")
     grid_size: int = Field(8, ge=1, description="fixed photos shown with their translations each epoch")
     keep_snapshots: int = Field(2, ge=1, description="full-state checkpoints kept (one per epoch; older rotated out)")
-    bf16: bool = Field(False, description="bf16 autocast for forward passes")
     workers: int = Field(2, ge=0, le=64, description="data-loading worker processes")
 
     @field_validator("size")
@@ -253,6 +275,23 @@ class CycleGANParams(Section):
             raise ValueError(f"needs non-negative weights with at least one > 0, got {v}")
         return v
 
+    @model_validator(mode="after")
+    def _load_size(self) -> CycleGANParams:
+        if self.load_size is not None and self.load_size < self.size:
+            raise ValueError(f"cyclegan.load_size ({self.load_size}) must be >= cyclegan.size ({self.size}), the crop")
+        return self
+
+    def resolved(self) -> CycleGANParams:
+        """A copy with every null key set to the chosen model's reference value (TRANSLATOR_DEFAULTS)."""
+        defaults = TRANSLATOR_DEFAULTS[self.model]
+        fill = {k: v for k, v in defaults.items() if k in type(self).model_fields and getattr(self, k) is None}
+        return self.model_copy(update=fill)
+
+    @property
+    def init(self) -> str:
+        """Weight init of the model's networks: normal (CycleGAN) or xavier (CUT)."""
+        return TRANSLATOR_DEFAULTS[self.model]["init"]
+
 
 class TranslateParams(Section):
     count: int | None = Field(None, ge=1, description="photos translated (null = all)")
@@ -266,6 +305,13 @@ class TranslateParams(Section):
 class Params(Section):
     seed: int = Field(0, ge=0, description="every random draw comes from this")
     device: str = Field("auto", description="auto (CUDA if present, else CPU), cpu, cuda, cuda:N")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="autocast of forward passes in train, generate, cyclegan, translate and CLIP ranking; "
+                            "auto = bf16 only where the device runs it natively and fast (measured once per machine)")
+    channels_last: Literal["auto", "on", "off"] = Field(
+        "off", description="channels_last memory format for the networks; auto = only where measured to win")
+    warn_hours: float = Field(12.0, gt=0, description="a training stage whose expected duration on a CPU exceeds "
+                                                        "this many hours warns once (see the README's CPU recipe)")
     scrape: ScrapeParams = ScrapeParams()
     fetch: FetchParams = FetchParams()
     preprocess: PreprocessParams = PreprocessParams()

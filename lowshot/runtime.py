@@ -1,11 +1,16 @@
-"""Device choice and seeding, shared by every stage that runs a network."""
+"""Device and precision choice and seeding, shared by every stage that runs a network."""
 
 from __future__ import annotations
 
+import logging
 import random
 
 import numpy as np
 import torch
+
+from lowshot.precision import Precision, resolve_precision
+
+log = logging.getLogger(__name__)
 
 
 def pick_device(spec: str = "auto") -> torch.device:
@@ -19,6 +24,13 @@ def pick_device(spec: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {spec!r} asked for, but no CUDA device is available (use 'auto' or 'cpu')")
     return device
+
+
+def pick_precision(spec: str, device: torch.device, channels_last: str = "off", *, stage: str) -> Precision:
+    """`resolve_precision` for a stage, logging the choice and its reason once."""
+    precision = resolve_precision(spec, device, channels_last)
+    log.info("%s on %s: %s", stage, device, precision.describe())
+    return precision
 
 
 def seed_everything(seed: int) -> torch.Generator:

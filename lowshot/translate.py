@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from lowshot.fsutil import atomic_path, atomic_write_bytes, atomic_write_text, remove_stale_temps, sha256_file
+from lowshot.precision import FP32, Precision
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def _jpeg(image: torch.Tensor, quality: int) -> bytes:
 
 def translate_photos(generator: nn.Module, generator_file: str | os.PathLike, photos: Sequence[Path],
                      out_dir: str | os.PathLike, *, batch_size: int = 16, quality: int = 95,
-                     bf16: bool = False, progress: bool = True) -> list[Path]:
+                     precision: Precision = FP32, progress: bool = True) -> list[Path]:
     """Translate `photos` to `out_dir/<photo stem>.jpg` (256x256), `batch_size` at a time.
 
     JPEGs already in `out_dir` from the same `generator_file` are kept; other files there are
@@ -76,13 +77,12 @@ def translate_photos(generator: nn.Module, generator_file: str | os.PathLike, ph
     if len(todo) < len(targets):
         log.info("%d of %d photos already translated by this generator", len(targets) - len(todo), len(targets))
     device = next(generator.parameters()).device
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
     with tqdm(total=len(targets), initial=len(targets) - len(todo), unit="img", desc="translate",
               disable=not progress) as bar, torch.inference_mode():
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
-            x = torch.stack([_photo_tensor(Path(p)) for p, _ in chunk]).to(device)
-            with torch.autocast(**autocast):
+            x = precision.inputs(torch.stack([_photo_tensor(Path(p)) for p, _ in chunk]).to(device))
+            with precision.autocast(device):
                 y = generator(x).float().cpu()
             for image, (_, target) in zip(y, chunk):
                 atomic_write_bytes(target, _jpeg(image, quality), durable=False)

@@ -1,4 +1,5 @@
-"""Stage `cyclegan`: photo -> Monet CycleGAN on the photos and a weighted mix of Monet sources.
+"""Stage `cyclegan`: the photo -> Monet translator (`cyclegan.model`: CycleGAN, CUT or FastCUT) on the
+photos and a weighted mix of Monet sources.
 
 Like `train`, each fingerprint (params + training data) trains in its own `models/cyclegan/runs/<hash>` (persisted),
 so a killed run resumes and an experiment with other params starts afresh; when a run finishes,
@@ -12,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lowshot.params import Params
-from lowshot.runtime import pick_device
+from lowshot.runtime import pick_device, pick_precision
 from lowshot.train import checkpoint, distributed
-from lowshot.train.cyclegan_loop import PHOTO2MONET_FILE, data_digest, run_fingerprint, train_cyclegan
+from lowshot.train.translator_loop import PHOTO2MONET_FILE, data_digest, run_fingerprint, train_translator
 from stages.paths import CYCLEGAN_LIVE, CYCLEGAN_MODELS, FEATURE_CACHE, PROCESSED, RANKED, SYNTHETIC
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,12 @@ def run(params: Params, *, progress: bool = True, max_steps: int | None = None) 
     for other in checkpoint.describe_other_runs(CYCLEGAN_MODELS, run_dir, fingerprint):
         log.info("%s holds another run with different params or data, kept until this one finishes: %s",
                  CYCLEGAN_MODELS, other)
-    stats = train_cyclegan(c, photos=PROCESSED / "photos", monet=monet, out_dir=run_dir, live_dir=CYCLEGAN_LIVE,
-                           device=pick_device(params.device), seed=params.seed,
-                           eval_reference=Path(params.evaluate.reference), metrics_cache=FEATURE_CACHE,
-                           progress=progress, max_steps=max_steps)
+    device = pick_device(params.device)
+    precision = pick_precision(params.precision, device, params.channels_last, stage=f"cyclegan ({c.model})")
+    stats = train_translator(c, photos=PROCESSED / "photos", monet=monet, out_dir=run_dir, live_dir=CYCLEGAN_LIVE,
+                             device=device, seed=params.seed, precision=precision,
+                             eval_reference=Path(params.evaluate.reference), metrics_cache=FEATURE_CACHE,
+                             progress=progress, max_steps=max_steps, warn_hours=params.warn_hours)
     if distributed.is_main() and max_steps is None:
         for old in checkpoint.publish_run(CYCLEGAN_MODELS, run_dir, PHOTO2MONET_FILE):
             log.info("removed the finished-with run %s", old)

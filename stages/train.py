@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lowshot.params import Params
-from lowshot.runtime import pick_device
+from lowshot.runtime import pick_device, pick_precision
 from lowshot.train import checkpoint, distributed
 from lowshot.train.data import sources_digest
 from lowshot.train.gan_loop import run_fingerprint, train_gan
@@ -42,9 +42,11 @@ def run(params: Params, *, progress: bool = True, max_ticks: int | None = None) 
     for other in checkpoint.describe_other_runs(GAN_MODELS, run_dir, fingerprint):
         log.info("%s holds another run with different params or data, kept until this one finishes: %s",
                  GAN_MODELS, other)
-    stats = train_gan(t, sources=sources, out_dir=run_dir, live_dir=GAN_LIVE, device=pick_device(params.device),
-                      seed=params.seed, fid_reference=Path(params.evaluate.reference), metrics_cache=FEATURE_CACHE,
-                      progress=progress, max_ticks=max_ticks)
+    device = pick_device(params.device)
+    precision = pick_precision(params.precision, device, params.channels_last, stage=f"train ({t.arch})")
+    stats = train_gan(t, sources=sources, out_dir=run_dir, live_dir=GAN_LIVE, device=device, seed=params.seed,
+                      precision=precision, fid_reference=Path(params.evaluate.reference), metrics_cache=FEATURE_CACHE,
+                      progress=progress, max_ticks=max_ticks, warn_hours=params.warn_hours)
     finished = stats.get("progress/kimg", 0.0) >= t.kimg - 1e-9 or (max_ticks is None)
     if distributed.is_main() and finished:
         for old in checkpoint.publish_run(GAN_MODELS, run_dir, checkpoint.GENERATOR_FILE):

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from lowshot.images.folder import list_images
 from lowshot.params import Params
-from lowshot.runtime import pick_device
-from lowshot.train.cyclegan_loop import PHOTO2MONET_FILE, load_photo2monet
+from lowshot.runtime import pick_device, pick_precision
+from lowshot.train.checkpoint import PHOTO2MONET_FILE, load_photo2monet
 from lowshot.translate import translate_photos, write_submission
 from stages.paths import CYCLEGAN_MODELS, PROCESSED, SUBMISSION, TRANSLATED
 
@@ -35,7 +35,9 @@ def run(params: Params, *, progress: bool = True) -> TranslateSummary:
         if p.count > len(photos):
             log.warning("translate.count = %d but there are %d photos: translating them all", p.count, len(photos))
         photos = photos[:p.count]
-    G = load_photo2monet(model, pick_device(params.device))
+    device = pick_device(params.device)
+    precision = pick_precision(params.precision, device, params.channels_last, stage="translate")
+    G = precision.prepare(load_photo2monet(model, device))
     images = translate_photos(G, model, photos, TRANSLATED, batch_size=p.batch_size, quality=p.quality,
-                              bf16=params.cyclegan.bf16, progress=progress)
+                              precision=precision, progress=progress)
     return TranslateSummary(len(images), write_submission(images, SUBMISSION))

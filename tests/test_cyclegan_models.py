@@ -179,3 +179,38 @@ def test_pool_state_round_trip_resumes_identically(make_rng, tmp_path):
         assert _ids(resumed.query(_batch(2 * step))) == _ids(pool.query(_batch(2 * step)))
     with pytest.raises(ValueError, match="size"):
         ImagePool(size=5, rng=make_rng()).load_state_dict(pool.state_dict())
+
+
+def test_resize_upsampling_replaces_the_transposed_convolutions():
+    torch.manual_seed(0)
+    G = ResnetGenerator(ngf=8, n_blocks=2, upsample="resize")
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in G.modules())
+    assert sum(isinstance(m, nn.Upsample) for m in G.modules()) == 2
+    y = G(torch.rand(1, 3, 36, 44) * 2 - 1)
+    assert y.shape == (1, 3, 36, 44) and y.abs().max() <= 1
+    with pytest.raises(ValueError, match="upsample"):
+        CycleGANConfig(upsample="pixelshuffle")
+
+
+@pytest.mark.parametrize("blocks, taps", [(9, (0, 4, 7, 10, 14)), (6, (0, 4, 7, 10, 14)), (2, (0, 4, 7, 10, 11))])
+def test_encoder_taps_are_the_input_the_downsampling_convs_and_two_residual_blocks(blocks, taps):
+    G = ResnetGenerator(ngf=4, n_blocks=blocks)
+    assert G.encoder_taps == taps
+    layers = list(G.model)
+    assert isinstance(layers[taps[0]], nn.ReflectionPad2d)
+    assert all(isinstance(layers[i], nn.Conv2d) and layers[i].stride == (2, 2) for i in taps[1:3])
+    assert all(type(layers[i]).__name__ == "_ResnetBlock" for i in taps[3:])
+    x = torch.rand(2, 3, 32, 32)
+    feats = G.encode(x)
+    assert [tuple(f.shape[1:]) for f in feats][:3] == [(3, 38, 38), (8, 16, 16), (16, 8, 8)]
+    assert G.tap_channels() == [f.shape[1] for f in feats]
+    y, same = G(x, taps=True)
+    assert torch.equal(y, G(x)) and all(torch.equal(a, b) for a, b in zip(feats, same))
+
+
+def test_xavier_init_for_cut():
+    torch.manual_seed(0)
+    G = ResnetGenerator(ngf=16, n_blocks=2, init="xavier")
+    conv = G.model[1]  # the 7x7 stem: fan_in 3*49, fan_out 16*49
+    expected = 0.02 * (2 / (3 * 49 + 16 * 49)) ** 0.5
+    assert abs(conv.weight.std().item() - expected) < 0.15 * expected

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from lowshot.train import losses
 from lowshot.train.losses import (
     PathLengthPenalty,
     d_hinge,
@@ -150,3 +151,25 @@ def test_lazy_regularisation_adam_correction():
     assert lazy_reg_adam_params(0.002, (0.0, 0.99), None) == (0.002, (0.0, 0.99))
     with pytest.raises(ValueError, match="interval"):
         lazy_reg_adam_params(0.002, (0.0, 0.99), 0)
+
+
+def test_patch_nce_equals_a_brute_force_infonce():
+    torch.manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(2, 5, 4), dim=-1).requires_grad_(True)
+    k = torch.nn.functional.normalize(torch.randn(2, 5, 4), dim=-1).requires_grad_(True)
+    t = 0.07
+    brute = []
+    for n in range(2):
+        for i in range(5):
+            pos = torch.exp(q[n, i] @ k[n, i] / t)
+            neg = sum(torch.exp(q[n, i] @ k[n, j] / t) for j in range(5) if j != i)
+            brute.append(-torch.log(pos / (pos + neg)))
+    expected = torch.stack(brute).mean()
+    loss = losses.patch_nce_loss(q, k, t)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert q.grad is not None and k.grad is None  # keys carry no gradient, as the reference detaches them
+    # Matching features at matching positions score far lower than shuffled ones.
+    assert losses.patch_nce_loss(k.detach(), k.detach()) < losses.patch_nce_loss(k.detach().flip(1), k.detach())
+    with pytest.raises(ValueError, match="one shape"):
+        losses.patch_nce_loss(q, k[:, :4])

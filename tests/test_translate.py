@@ -107,9 +107,10 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_translate_stage_writes_count_jpegs_and_the_zip(project):
+@pytest.mark.parametrize("arch", ["cyclegan", "cut", "fastcut"])
+def test_translate_stage_writes_count_jpegs_and_the_zip(arch, project):
     from lowshot.params import parse_params
-    from lowshot.train.cyclegan_loop import save_photo2monet
+    from lowshot.train.checkpoint import save_photo2monet
     from stages import translate as stage
 
     params = parse_params({"device": "cpu", "translate": {"count": 3, "batch_size": 2}})
@@ -117,7 +118,8 @@ def test_translate_stage_writes_count_jpegs_and_the_zip(project):
         stage.run(params, progress=False)
     config = CycleGANConfig.tiny()
     (project / "models/cyclegan").mkdir(parents=True)
-    save_photo2monet(project / "models/cyclegan/photo2monet.pt", ResnetGenerator.from_config(config), config, 1.0)
+    save_photo2monet(project / "models/cyclegan/photo2monet.pt", arch=arch, config=config.to_dict(),
+                     generator=ResnetGenerator.from_config(config), epoch=1.0)
     summary = stage.run(params, progress=False)
     assert (summary.translated, summary.zipped) == (3, 3)
     assert sorted(p.name for p in (project / "data/translated").glob("*.jpg")) == [f"photos{i}.jpg" for i in range(3)]

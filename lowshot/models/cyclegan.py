@@ -4,6 +4,12 @@ Follows Zhu et al. 2017, "Unpaired Image-to-Image Translation using Cycle-Consis
 Adversarial Networks", as built in junyanz/pytorch-CycleGAN-and-pix2pix `models/networks.py`
 (`ResnetGenerator`, `NLayerDiscriminator`, `init_weights` with init_type='normal'). Dropout in
 the residual blocks (off by default there) and the U-Net generator are left out.
+
+Two additions, both options: `upsample="resize"` replaces each transposed convolution by a bilinear
+2x resize and a 3x3 convolution (Odena et al. 2016, "Deconvolution and Checkerboard Artifacts"; CUT's
+anti-aliased generator blurs its upsampling for the same reason), and the generator exposes its
+encoder features (`encoder_taps`, `encode`) for CUT's PatchNCE loss (taesungp/contrastive-unpaired-
+translation `networks.py` ResnetGenerator.forward with `layers`, `encode_only`).
 Networks only: losses live in `lowshot.train.losses`, the history buffer in
 `lowshot.train.image_pool`.
 """
@@ -18,6 +24,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 NORMS = ("instance", "batch", "none")
+UPSAMPLES = ("transpose", "resize")
+INITS = ("normal", "xavier")
 
 
 def _norm_layer(norm: str, channels: int) -> nn.Module:
@@ -36,15 +44,21 @@ def _conv_bias(norm: str) -> bool:
     return norm != "batch"
 
 
-def init_weights(module: nn.Module, std: float = 0.02) -> nn.Module:
-    """DCGAN-style init in place: conv/linear weights ~ N(0, std), biases 0; affine norm
-    weights ~ N(1, std), biases 0. Handles spectral-norm parametrised weights. Returns `module`."""
+def init_weights(module: nn.Module, std: float = 0.02, kind: str = "normal") -> nn.Module:
+    """Init in place: conv/linear weights ~ N(0, std) (`normal`, DCGAN style) or Xavier-normal with
+    gain `std` (`xavier`, CUT's choice), biases 0; affine norm weights ~ N(1, std), biases 0.
+    Handles spectral-norm parametrised weights. Returns `module`."""
+    if kind not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {kind!r}")
     for m in module.modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             weight = (
                 m.parametrizations.weight.original if parametrize.is_parametrized(m, "weight") else m.weight
             )
-            nn.init.normal_(weight, 0.0, std)
+            if kind == "xavier":
+                nn.init.xavier_normal_(weight, gain=std)
+            else:
+                nn.init.normal_(weight, 0.0, std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.InstanceNorm2d, nn.GroupNorm, nn.LayerNorm)):
@@ -64,14 +78,17 @@ class CycleGANConfig:
     g_blocks: int = 9  # residual blocks: 9 for 256 px, 6 for 128 px in the paper
     d_layers: int = 3  # stride-2 layers of the PatchGAN; 3 gives the 70x70 receptive field
     norm: str = "instance"  # instance | batch | none
+    upsample: str = "transpose"  # transpose (the paper) | resize (bilinear 2x + 3x3 conv: no checkerboard)
+    init: str = "normal"  # normal (CycleGAN) | xavier (CUT); both with gain / std 0.02
 
     def __post_init__(self) -> None:
         for name in ("ngf", "ndf", "g_blocks", "d_layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < (0 if name == "g_blocks" else 1):
                 raise ValueError(f"CycleGANConfig.{name} must be a positive integer, got {value!r}")
-        if self.norm not in NORMS:
-            raise ValueError(f"CycleGANConfig.norm must be one of {NORMS}, got {self.norm!r}")
+        for name, allowed in (("norm", NORMS), ("upsample", UPSAMPLES), ("init", INITS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"CycleGANConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,18 +126,34 @@ class _ResnetBlock(nn.Module):
         return x + self.body(x)
 
 
+def _upsample(ch: int, out: int, how: str, bias: bool) -> list[nn.Module]:
+    """Double the side: a transposed 3x3 conv (the paper), or a bilinear resize then a 3x3 conv."""
+    if how == "transpose":
+        return [nn.ConvTranspose2d(ch, out, 3, stride=2, padding=1, output_padding=1, bias=bias)]
+    return [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Conv2d(ch, out, 3, padding=1, padding_mode="reflect", bias=bias)]
+
+
 class ResnetGenerator(nn.Module):
     """c7s1-ngf, d(2 ngf), d(4 ngf), n x R(4 ngf), u(2 ngf), u(ngf), c7s1-out_ch, tanh.
 
     Maps (N, in_ch, H, W) to (N, out_ch, H, W) in [-1, 1]. H and W must be multiples of 4
-    (two stride-2 convs down, two transposed convs up); otherwise a ValueError says so.
-    Weights are initialised with `init_weights` at construction.
+    (two stride-2 convs down, two upsamplings); otherwise a ValueError says so. `upsample` picks
+    transposed convs or resize-convs. Weights are initialised with `init_weights(kind=init)`.
+
+    `encoder_taps` are the positions in `self.model` whose outputs CUT's PatchNCE compares, the
+    same places as the reference's default `--nce_layers 0,4,8,12,16`: the (padded) input, the
+    first and second downsampling convs, and residual blocks 1 and 5 (the last block when there
+    are fewer). `encode(x)` returns those features and runs no further than the last of them.
     """
 
     def __init__(
-        self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, n_blocks: int = 9, norm: str = "instance"
+        self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, n_blocks: int = 9, norm: str = "instance",
+        upsample: str = "transpose", init: str = "normal",
     ) -> None:
         super().__init__()
+        if upsample not in UPSAMPLES:
+            raise ValueError(f"upsample must be one of {UPSAMPLES}, got {upsample!r}")
         bias = _conv_bias(norm)
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
@@ -128,35 +161,65 @@ class ResnetGenerator(nn.Module):
             _norm_layer(norm, ngf),
             nn.ReLU(inplace=True),
         ]
+        taps = [0]
         ch = ngf
         for _ in range(2):
+            taps.append(len(layers))
             layers += [
                 nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1, bias=bias),
                 _norm_layer(norm, ch * 2),
-                nn.ReLU(inplace=True),
+                nn.ReLU(),  # not in place: with norm "none" it would overwrite the tapped conv output
             ]
             ch *= 2
+        first_block = len(layers)
         layers += [_ResnetBlock(ch, norm) for _ in range(n_blocks)]
+        if n_blocks:
+            taps += sorted({first_block, first_block + min(4, n_blocks - 1)})
         for _ in range(2):
-            layers += [
-                nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
-                _norm_layer(norm, ch // 2),
-                nn.ReLU(inplace=True),
-            ]
+            layers += [*_upsample(ch, ch // 2, upsample, bias), _norm_layer(norm, ch // 2), nn.ReLU(inplace=True)]
             ch //= 2
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, out_ch, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
-        init_weights(self)
+        self.encoder_taps: tuple[int, ...] = tuple(taps)
+        init_weights(self, kind=init)
 
     @classmethod
     def from_config(cls, cfg: CycleGANConfig) -> ResnetGenerator:
-        return cls(ngf=cfg.ngf, n_blocks=cfg.g_blocks, norm=cfg.norm)
+        return cls(ngf=cfg.ngf, n_blocks=cfg.g_blocks, norm=cfg.norm, upsample=cfg.upsample, init=cfg.init)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _check(x: torch.Tensor) -> None:
         h, w = x.shape[-2:]
         if h % 4 or w % 4:
             raise ValueError(f"ResnetGenerator needs height and width divisible by 4, got {h}x{w}")
-        return self.model(x)
+
+    def forward(self, x: torch.Tensor, *, taps: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The translation; with `taps=True`, (translation, the encoder features `encode` returns)."""
+        self._check(x)
+        if not taps:
+            return self.model(x)
+        feats = []
+        for i, layer in enumerate(self.model):
+            x = layer(x)
+            if i in self.encoder_taps:
+                feats.append(x)
+        return x, feats
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The features at `encoder_taps`, (N, C_i, H_i, W_i) each; stops after the last tap."""
+        self._check(x)
+        feats, last = [], self.encoder_taps[-1]
+        for i, layer in enumerate(self.model[:last + 1]):
+            x = layer(x)
+            if i in self.encoder_taps:
+                feats.append(x)
+        return feats
+
+    def tap_channels(self) -> list[int]:
+        """Channels of each encoder feature (from a dry run on a tiny input)."""
+        with torch.no_grad():
+            p = next(self.parameters())
+            return [f.shape[1] for f in self.encode(torch.zeros(1, 3, 8, 8, device=p.device, dtype=p.dtype))]
 
 
 class PatchDiscriminator(nn.Module):

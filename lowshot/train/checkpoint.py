@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 STATE_GLOB = "state-*.pt"
 _STATE_RE = re.compile(r"^state-(\d+(?:\.\d+)?)\.pt$")
 GENERATOR_FILE = "generator.pt"
+PHOTO2MONET_FILE = "photo2monet.pt"
+TRANSLATOR_ARCHS = ("cyclegan", "cut", "fastcut")
 
 
 class ParamsMismatch(ValueError):
@@ -250,3 +252,27 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     net.load_state_dict(weights)
     net.arch, net.config_dict, net.kimg = arch, dict(snap["config"]), float(snap.get("kimg", 0.0))
     return net.to(device).eval().requires_grad_(False)
+
+
+def save_photo2monet(path: str | os.PathLike, *, arch: str, config: Mapping[str, Any], generator: nn.Module,
+                     epoch: float) -> None:
+    """Write the translator's inference snapshot {arch, config, G_AB weights, epoch} atomically."""
+    weights = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"arch": arch, "config": dict(config), "G_AB": weights, "epoch": float(epoch)}, tmp)
+
+
+def load_photo2monet(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """The photo -> Monet generator of a `photo2monet.pt` (or of a translator's state file) on
+    `device`, in eval mode with gradients off, whatever the model (CycleGAN, CUT, FastCUT: one ResNet
+    generator). It maps (N, 3, H, W) in [-1, 1] (H, W multiples of 4) to the same shape. The module
+    carries `.arch`, `.config_dict` and `.epoch`."""
+    from lowshot.models.cyclegan import CycleGANConfig, ResnetGenerator
+
+    snap = load_state(path)
+    if snap.get("arch") not in TRANSLATOR_ARCHS or "G_AB" not in snap:
+        raise ValueError(f"{path} is not a lowshot translator snapshot or state (arch {snap.get('arch')!r})")
+    G = ResnetGenerator.from_config(CycleGANConfig.from_dict(snap["config"]))
+    G.load_state_dict(snap["G_AB"])
+    G.arch, G.config_dict, G.epoch = snap["arch"], dict(snap["config"]), float(snap["epoch"])
+    return G.to(device).eval().requires_grad_(False)

@@ -12,7 +12,7 @@ networks follow FastGAN), the hinge loss, and a pixel MSE reconstruction loss on
 (whole image + one quarter, as lucidrains; FastGAN's LPIPS needs VGG weights we do not have
 offline); stylegan2 uses betas (0, 0.99), the non-saturating logistic loss, lazy R1 and path
 length with the interval-corrected Adam parameters. Regularisation phases run in fp32 even
-when `bf16` autocasts the main phases: they are a small share of the work (lazy), and their
+when the precision (`lowshot.precision`) autocasts the main phases to bf16: they are a small share of the work (lazy), and their
 double backward (a penalty on a gradient norm) is the most precision-sensitive part.
 """
 
@@ -40,10 +40,12 @@ from lowshot.images.folder import list_images
 from lowshot.metrics.probe import MetricProbe
 from lowshot.models import lightweight_gan, stylegan2
 from lowshot.params import TrainParams
+from lowshot.precision import FP32, Precision
 from lowshot.runtime import seed_everything
 from lowshot.train import checkpoint, distributed, losses
 from lowshot.train.data import ImageDataset, InfiniteSampler, Source, sources_digest
 from lowshot.train.ema import ema_beta, make_ema, update_ema
+from lowshot.train.eta import RunClock
 from lowshot.train.live import LiveLog
 
 log = logging.getLogger(__name__)
@@ -240,11 +242,13 @@ def train_gan(
     live_dir: Path | None,
     device: torch.device | str,
     seed: int,
+    precision: Precision = FP32,
     fid_reference: Path | None = None,
     metrics_cache: Path | None = None,
     model: ModelConfig | None = None,
     progress: bool = True,
     max_ticks: int | None = None,
+    warn_hours: float | None = None,
 ) -> dict[str, float]:
     """Train `cfg.arch` on `sources` ((folder or files, repeat) pairs) for `cfg.kimg` thousand images.
 
@@ -254,7 +258,9 @@ def train_gan(
     sample grid go to dvclive in `live_dir` (None: not logged). Resumes from the newest state in
     `out_dir` when there is one (refusing changed params), else starts from `cfg.resume_from`
     when set (weights only). `model` overrides the architecture's default network config.
-    `max_ticks` stops after that many ticks of this call (saving state). Returns the last tick's
+    `max_ticks` stops after that many ticks of this call (saving state). Main phases run under
+    `precision`'s autocast (regularisation phases in fp32). After the first minibatches it logs the
+    expected duration, and warns once when that exceeds `warn_hours` on a CPU. Returns the last tick's
     scalars (`loss/*`, `aug/*`, `progress/kimg`, and `metrics/fid`, `metrics/kid`, `metrics/mifid` when measured).
     Raises TrainingDiverged on a non-finite loss, FileNotFoundError when there are no images.
     """
@@ -271,7 +277,7 @@ def train_gan(
     recipe = make_recipe(cfg, model)
     if recipe.config.resolution != cfg.resolution:
         raise ValueError(f"model config resolution {recipe.config.resolution} != train.resolution {cfg.resolution}")
-    G, D = (m.to(device).train().requires_grad_(False) for m in recipe.build())
+    G, D = (precision.prepare(m.to(device).train().requires_grad_(False)) for m in recipe.build())
     fingerprint = run_fingerprint(cfg, seed, sources_digest(sources), recipe.config)
     dataset = ImageDataset(sources, cfg.resolution, workers=max(1, cfg.workers))
     sampler = InfiniteSampler(len(dataset), seed=derive_seed(seed, "data"), mirror=cfg.mirror, rank=rank, world=world)
@@ -337,7 +343,6 @@ def train_gan(
     probe = MetricProbe(reference, seed=derive_seed(seed, "fid"), device=device, cache=metrics_cache,
                         workers=cfg.workers, scratch=out_dir) if fid_nimg and main else None
     grid_seed = derive_seed(seed, "grid")
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
 
     def save(kimg: float) -> None:
         """Full state (every process's RNG streams) + the inference snapshot; rank 0 writes."""
@@ -370,11 +375,13 @@ def train_gan(
     counts: dict[str, int] = {}
     rt_sum, rt_count = torch.zeros([], dtype=torch.float64), 0
     tick_start_nimg, tick_start_time, ticks_run = nimg, time.time(), 0
+    clock = RunClock(total_nimg - nimg, unit="img", device=device, warn_hours=warn_hours if main else None)
+    start_nimg = nimg
     try:
         while True:
             # --- one minibatch: every due phase, then the EMA
             entries, flips = sampler.next_batch(local_batch)
-            batch = {"real": dataset.batch(entries, flips).to(device)}
+            batch = {"real": precision.inputs(dataset.batch(entries, flips).to(device))}
             for key in ("z_g", "z_pl", "z_d"):
                 batch[key] = torch.randn(local_batch, recipe.latent_dim, generator=z_gen).to(device)
             row: dict[str, float] = {"step": step, "kimg": nimg / 1000}
@@ -383,7 +390,7 @@ def train_gan(
                     continue
                 phase.module.requires_grad_(True)
                 phase.opt.zero_grad(set_to_none=True)
-                with torch.autocast(**{**autocast, "enabled": cfg.bf16 and phase.autocast}):
+                with precision.autocast(device, phase.autocast):
                     total, scalars = phase.loss(batch)
                 values = torch.stack([v.detach().float() for v in (total, *scalars.values())])
                 # Every process checks, so all stop together; raised before any step or save.
@@ -411,6 +418,7 @@ def train_gan(
                 losses_log.write(json.dumps(row) + "\n")
             prev_nimg, nimg, step = nimg, nimg + cfg.batch, step + 1
             bar.update(min(nimg, total_nimg) - min(prev_nimg, total_nimg))
+            clock.tick(nimg - start_nimg)
 
             # --- once per tick: log, sample grid, FID, snapshot, stop?
             done = nimg >= total_nimg

@@ -5,6 +5,7 @@
   NVlabs/stylegan2-ada-pytorch `training/loss.py` and `training/training_loop.py`.
 - Hinge loss (lightweight-GAN / FastGAN, Liu et al. 2021), LSGAN and vanilla BCE (CycleGAN,
   Zhu et al. 2017, junyanz/pytorch-CycleGAN-and-pix2pix `models/networks.py` GANLoss).
+- PatchNCE (CUT, Park et al. 2020, taesungp/contrastive-unpaired-translation `models/patchnce.py`).
 
 Every loss returns a scalar averaged over its inputs; the regularisers return one value per sample
 so the caller can weight them (gamma / 2, the lazy interval) and average.
@@ -65,6 +66,24 @@ def gan_loss(kind: str, logits: torch.Tensor, target_is_real: bool, for_discrimi
             raise ValueError("hinge generator loss is defined only for target_is_real=True")
         return -x.mean()
     raise ValueError(f"gan loss kind must be one of {GAN_LOSS_KINDS}, got {kind!r}")
+
+
+def patch_nce_loss(query: torch.Tensor, key: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+    """PatchNCE (InfoNCE over patches) of one feature layer, averaged over images and patches.
+
+    `query`, `key`: (N, P, D) L2-normalised projections of the same P positions of image n, the
+    query from the translation, the key from its source. For each patch the positive is the key at
+    its own position, the negatives the keys at the image's other P - 1 positions (not other images',
+    as CUT's default): -log(exp(q.k+ / t) / sum over the P keys of exp(q.k / t)). Keys carry no
+    gradient (the reference detaches them). Computed in float32.
+    """
+    if query.shape != key.shape or query.ndim != 3:
+        raise ValueError(f"patch_nce_loss needs query and key of one shape (N, P, D), got "
+                         f"{tuple(query.shape)} and {tuple(key.shape)}")
+    q, k = query.float(), key.detach().float()
+    logits = torch.bmm(q, k.transpose(1, 2)) / temperature  # (N, P, P): row i = patch i against every key
+    targets = torch.arange(q.shape[1], device=q.device).expand(q.shape[0], -1)
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
 def r1_penalty(real_images: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:

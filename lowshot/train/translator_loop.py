@@ -1,33 +1,41 @@
-"""The CycleGAN training loop: photo -> Monet translation with DiffAugment on the discriminators.
+"""The photo -> Monet translator loop: CycleGAN, CUT and FastCUT, with DiffAugment on the discriminators.
 
-Follows Zhu et al. 2017 as trained by junyanz/pytorch-CycleGAN-and-pix2pix (`models/cycle_gan_model.py`
-for the losses, `train.py` for the epochs, `models/networks.py` `get_scheduler('linear')` for the
-learning rate, `data/base_dataset.py` "resize_and_crop" for the data), laid out like `gan_loop`:
-each minibatch runs a G phase then a D phase (`gan_loop.Phase`); once per epoch we log, draw the
-fixed translation grid, measure FID / KID / MiFID when due and save the full state.
+One loop, models as data (as `gan_loop` does for the GANs): a `TranslatorRecipe` per model builds its
+networks, image pools and phase list; data, the learning-rate schedule, checkpoints, exact resume,
+DDP, dvclive, the translation grid and the FID / KID / MiFID probe are shared.
+
+- CycleGAN (Zhu et al. 2017; junyanz/pytorch-CycleGAN-and-pix2pix `models/cycle_gan_model.py`): two
+  ResNet generators, two PatchGANs, LSGAN, cycle and identity L1 losses, a pool of 50 fakes. Each
+  minibatch runs a G phase (both generators) then a D phase (both discriminators).
+- CUT and FastCUT (Park et al. 2020; taesungp/contrastive-unpaired-translation `models/cut_model.py`):
+  one generator, one PatchGAN, LSGAN, and PatchNCE on the generator's encoder features: the features of
+  the translation G(a) at 256 random positions per layer must match the photo's own features at the
+  same positions against the photo's other positions (`losses.patch_nce_loss`, projection heads in
+  `models.cut`). CUT adds the NCE identity loss (G(b) against b) at lambda_NCE 1; FastCUT drops it,
+  uses lambda_NCE 10 and flip equivariance (a photo flipped at random, its translation's features
+  flipped back). The reference updates D before G; here, as for CycleGAN, G's phase comes first and D
+  then judges the fakes G just made (so each step costs one generator forward less). The photo's key
+  features come from the same forward pass that translates it (the reference encodes it again).
 
 Naming: domain A = photos, domain B = Monet paintings (several sources mixed by sampling weight).
-G_AB translates A -> B (the product, saved as `photo2monet.pt`), G_BA the way back; D_A judges
-domain A (real photos vs G_BA's fakes), D_B domain B. (junyanz's D_A judges G_A's outputs, i.e.
-domain B.) Per-step losses (`losses.jsonl`, and their epoch means in dvclive): `loss/G` (the
-weighted total the generators minimise), `loss/G_AB`, `loss/G_BA` (adversarial), `loss/cycle_A`
-= |G_BA(G_AB(a)) - a|_1, `loss/cycle_B`, `loss/idt_A` = |G_BA(a) - a|_1, `loss/idt_B` (plain L1s;
-the weights apply inside loss/G; identity only when lambda_identity > 0), `loss/D_A`, `loss/D_B`
-= 0.5 (real term + term of a fake from the image pool).
+G_AB translates A -> B (the product, saved as `photo2monet.pt`); for CycleGAN G_BA goes back, D_A judges
+domain A, D_B domain B. Per-step losses (`losses.jsonl`; epoch means in dvclive) are named `loss/*`:
+CycleGAN `loss/G` (the weighted total), `loss/G_AB`, `loss/G_BA`, `loss/cycle_A`, `loss/cycle_B`,
+`loss/idt_A`, `loss/idt_B` (plain L1s), `loss/D_A`, `loss/D_B`; CUT `loss/G`, `loss/G_AB`, `loss/NCE`,
+`loss/NCE_Y` (identity, CUT only), `loss/D_B`. D losses are 0.5 (real term + term of a (pooled) fake).
 
 An epoch is `epoch_images` photos (every photo once when null), ceil(epoch_images / batch) steps.
 Learning rate: junyanz's "linear" rule, lr * (1 - max(0, e + 1 - epochs) / (decay_epochs + 1)) in
-0-based epoch e: constant for `epochs`, then `decay_epochs` steps down, the last at
-lr / (decay_epochs + 1), reaching 0 where training ends.
+0-based epoch e: constant for `epochs`, then `decay_epochs` steps down, reaching 0 where training ends.
+Images are loaded at `load_size` and randomly cropped to `size`; the metrics and the grid translate
+whole photos at 256 px, as `translate` does, so they measure the product.
 
-Checkpoints: `state-<epoch>.pt` via `checkpoint.save_state`, the epoch count standing in
-checkpoint's kimg slot (state-000003.000.pt after 3 epochs; a run stopped mid-epoch by `max_steps`
-saves e.g. state-000002.500.pt, step / steps_per_epoch floored to 3 decimals). Unlike junyanz
-(`--continue_train --epoch_count`), a run resumes by itself and exactly: networks, Adam, the data
-position, each process's image pools, augmentation and global RNG streams, the partial epoch's
-loss sums. A resumed run must equal a fresh run with the current params: a changed fingerprint is
-refused, and `epochs` / `decay_epochs` may change only if the learning rate of every epoch already
-(partly) trained stays the same (e.g. lengthening a run still in its constant phase).
+Checkpoints: `state-<epoch>.pt` via `checkpoint.save_state`, the epoch count standing in checkpoint's
+kimg slot (a run stopped mid-epoch by `max_steps` saves e.g. state-000002.500.pt). A run resumes by
+itself and exactly: networks, Adam, the data position, each process's image pools, augmentation and
+other random streams, the partial epoch's loss sums. A changed fingerprint (the resolved params: a
+null key counts as its model's reference value) is refused; `epochs` / `decay_epochs` may change only
+if the learning rate of every epoch already (partly) trained stays the same.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,16 +57,20 @@ from torch import nn
 from tqdm import tqdm
 
 from lowshot.augment import make_augment
-from lowshot.fsutil import atomic_path, remove_stale_temps
+from lowshot.fsutil import remove_stale_temps
 from lowshot.images.folder import list_images
 from lowshot.images.grid import image_grid
 from lowshot.metrics.probe import MetricProbe
+from lowshot.models.cut import PatchSampleMLP
 from lowshot.models.cyclegan import CycleGANConfig, PatchDiscriminator, ResnetGenerator
 from lowshot.params import CycleGANParams
+from lowshot.precision import FP32, Precision
 from lowshot.runtime import seed_everything
 from lowshot.train import checkpoint, distributed, losses
+from lowshot.train.checkpoint import PHOTO2MONET_FILE, load_photo2monet
 from lowshot.train.data import (ImageDataset, ImageSource, InfiniteSampler, WeightedSampler, load_image, source_files,
                                 sources_digest)
+from lowshot.train.eta import RunClock
 from lowshot.train.gan_loop import (LOSSES_FILE, Phase, TrainingDiverged, derive_seed, raise_if_diverged,
                                     truncate_losses)
 from lowshot.train.image_pool import ImagePool
@@ -66,12 +79,12 @@ from lowshot.train.live import LiveLog
 log = logging.getLogger(__name__)
 
 __all__ = ["PHOTO2MONET_FILE", "RUN_ONLY_KEYS", "TrainingDiverged", "load_photo2monet", "load_size",
-           "data_digest", "lr_factor", "model_config", "run_fingerprint", "steps_per_epoch", "train_cyclegan"]
+           "data_digest", "lr_factor", "model_config", "run_fingerprint", "steps_per_epoch", "train_translator"]
 
 # CycleGANParams keys that do not change what is learned. epochs / decay_epochs are checked apart
 # (they shape the learning rate; see the module docstring).
 RUN_ONLY_KEYS = ("epochs", "decay_epochs", "eval_every", "eval_images", "grid_size", "keep_snapshots", "workers")
-PHOTO2MONET_FILE = "photo2monet.pt"
+EVAL_SIZE = 256  # side of the photos translated for the grid and the metrics: what `translate` writes
 EVAL_BATCH = 16  # photos per G_AB forward pass when translating for the grid and the metrics
 
 
@@ -79,8 +92,9 @@ EVAL_BATCH = 16  # photos per G_AB forward pass when translating for the grid an
 
 
 def model_config(cfg: CycleGANParams) -> CycleGANConfig:
-    """The networks' shape from the params' widths."""
-    return CycleGANConfig(ngf=cfg.ngf, ndf=cfg.ndf, g_blocks=cfg.g_blocks, d_layers=cfg.d_layers)
+    """The networks' shape from the params' widths and the model's reference init."""
+    return CycleGANConfig(ngf=cfg.ngf, ndf=cfg.ndf, g_blocks=cfg.g_blocks, d_layers=cfg.d_layers,
+                          upsample=cfg.upsample, init=cfg.init)
 
 
 def data_digest(photos: ImageSource, monet: Sequence[tuple[ImageSource, float]]) -> str:
@@ -89,8 +103,9 @@ def data_digest(photos: ImageSource, monet: Sequence[tuple[ImageSource, float]])
 
 
 def run_fingerprint(cfg: CycleGANParams, seed: int, data: str, config: CycleGANConfig | None = None) -> dict[str, Any]:
-    """What identifies a run: the params that change what is learned, the networks, the seed and the
-    data (`data_digest`); `epochs` / `decay_epochs` are checked apart, see `_check_schedule`."""
+    """What identifies a run: the resolved params that change what is learned, the networks, the seed
+    and the data (`data_digest`); `epochs` / `decay_epochs` are checked apart, see `_check_schedule`."""
+    cfg = cfg.resolved()
     return checkpoint.params_fingerprint(
         {"cyclegan": cfg.model_dump(mode="json"), "model": (config or model_config(cfg)).to_dict(), "seed": seed,
          "data": data},
@@ -107,9 +122,9 @@ def steps_per_epoch(cfg: CycleGANParams, photos: int) -> int:
     return math.ceil((cfg.epoch_images or photos) / cfg.batch)
 
 
-def load_size(size: int) -> int:
-    """Side images are loaded at before the random `size` crop: 286 for 256, as the paper."""
-    return round(size * 286 / 256)
+def load_size(cfg: CycleGANParams) -> int:
+    """Side images are loaded at before the random `size` crop: `load_size`, else 286/256 of the crop."""
+    return cfg.load_size if cfg.load_size is not None else round(cfg.size * 286 / 256)
 
 
 def _monet_sources(monet: Sequence[tuple[ImageSource, float]]) -> tuple[list[list[Path]], list[float]]:
@@ -147,47 +162,45 @@ def _eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
-def _translate(G: nn.Module, photos: torch.Tensor, device: torch.device) -> Iterator[torch.Tensor]:
+def _translate(G: nn.Module, photos: torch.Tensor, device: torch.device, precision: Precision) -> Iterator[torch.Tensor]:
     """G's outputs for uint8 photos, in chunks, as float CPU tensors in [-1, 1]."""
     with _eval_mode(G):
         for i in range(0, len(photos), EVAL_BATCH):
-            yield G(photos[i:i + EVAL_BATCH].to(device).float() / 127.5 - 1.0).float().cpu()
+            x = precision.inputs(photos[i:i + EVAL_BATCH].to(device).float() / 127.5 - 1.0)
+            with precision.autocast(device):
+                yield G(x).float().cpu()
 
 
-# --- the inference snapshot -------------------------------------------------------------------------
+# --- the models: networks, pools and phases ---------------------------------------------------------
 
 
-def save_photo2monet(path: Path, G_AB: nn.Module, config: CycleGANConfig, epoch: float) -> None:
-    """Write {arch, config, G_AB weights, epoch} atomically: what `load_photo2monet` needs."""
-    weights = {k: v.detach().cpu() for k, v in G_AB.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"arch": "cyclegan", "config": config.to_dict(), "G_AB": weights, "epoch": float(epoch)}, tmp)
+@dataclass
+class Translator:
+    """One model's parts: networks by name (G_AB always), the D image pools, the phases of a step."""
+
+    nets: nn.ModuleDict
+    pools: dict[str, ImagePool]
+    phases: list[Phase] = field(default_factory=list)
 
 
-def load_photo2monet(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The photo -> Monet generator of a `photo2monet.pt` (or of a CycleGAN state file) on `device`,
-    in eval mode with gradients off; it maps (N, 3, H, W) in [-1, 1] (H, W multiples of 4) to the
-    same shape. The module carries `.config_dict` and `.epoch`."""
-    snap = checkpoint.load_state(path)
-    if snap.get("arch") != "cyclegan" or "G_AB" not in snap:
-        raise ValueError(f"{path} is not a lowshot CycleGAN snapshot or state (arch {snap.get('arch')!r})")
-    G = ResnetGenerator.from_config(CycleGANConfig.from_dict(snap["config"]))
-    G.load_state_dict(snap["G_AB"])
-    G.config_dict, G.epoch = dict(snap["config"]), float(snap["epoch"])
-    return G.to(device).eval().requires_grad_(False)
+def _adam(params: Any, cfg: CycleGANParams) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
-# --- phases, metrics, checks ------------------------------------------------------------------------
+def _d_loss(kind: str, D: nn.Module, augment: Callable, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """0.5 (loss of D on an augmented real + loss on an augmented fake)."""
+    return 0.5 * (losses.gan_loss(kind, D(augment(real)), True) + losses.gan_loss(kind, D(augment(fake)), False))
 
 
-def make_phases(cfg: CycleGANParams, nets: nn.ModuleDict, augment: Any, pools: dict[str, ImagePool]) -> list[Phase]:
-    """The G phase (both generators) then the D phase (both discriminators) of one minibatch.
-    The batch dict holds photos "A" and paintings "B"; the G phase leaves its fakes there for D."""
+def build_cyclegan(cfg: CycleGANParams, config: CycleGANConfig, augment: Callable,
+                   streams: dict[str, torch.Generator]) -> Translator:
+    """G_AB, G_BA, D_A, D_B; a G phase (both generators) then a D phase (both discriminators). The
+    batch dict holds photos "A" and paintings "B"; the G phase leaves its fakes there for D."""
+    nets = nn.ModuleDict({"G_AB": ResnetGenerator.from_config(config), "G_BA": ResnetGenerator.from_config(config),
+                          "D_A": PatchDiscriminator.from_config(config), "D_B": PatchDiscriminator.from_config(config)})
     G_AB, G_BA, D_A, D_B = nets["G_AB"], nets["G_BA"], nets["D_A"], nets["D_B"]
+    pools = {d: ImagePool(cfg.pool_size, rng=streams[f"pool_{d}"]) for d in "AB"}
     gens, discs = nn.ModuleList([G_AB, G_BA]), nn.ModuleList([D_A, D_B])
-    betas = (cfg.beta1, cfg.beta2)
-    opt_g = torch.optim.Adam(gens.parameters(), lr=cfg.lr, betas=betas)
-    opt_d = torch.optim.Adam(discs.parameters(), lr=cfg.lr, betas=betas)
     kind, w_cycle, w_idt = cfg.gan_loss, cfg.lambda_cycle, cfg.lambda_cycle * cfg.lambda_identity
 
     def g_main(b: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -209,19 +222,93 @@ def make_phases(cfg: CycleGANParams, nets: nn.ModuleDict, augment: Any, pools: d
         b["fake_A"], b["fake_B"] = fake_a.detach().float(), fake_b.detach().float()
         return total, {"loss/G": total, **scalars}
 
-    def d_loss(D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (losses.gan_loss(kind, D(augment(real)), True) + losses.gan_loss(kind, D(augment(fake)), False))
-
     def d_main(b: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss_a = d_loss(D_A, b["A"], pools["A"].query(b["fake_A"]))
-        loss_b = d_loss(D_B, b["B"], pools["B"].query(b["fake_B"]))
+        loss_a = _d_loss(kind, D_A, augment, b["A"], pools["A"].query(b["fake_A"]))
+        loss_b = _d_loss(kind, D_B, augment, b["B"], pools["B"].query(b["fake_B"]))
         return loss_a + loss_b, {"loss/D_A": loss_a, "loss/D_B": loss_b}
 
-    return [Phase("G", gens, opt_g, 1, g_main), Phase("D", discs, opt_d, 1, d_main)]
+    phases = [Phase("G", gens, _adam(gens.parameters(), cfg), 1, g_main),
+              Phase("D", discs, _adam(discs.parameters(), cfg), 1, d_main)]
+    return Translator(nets, pools, phases)
+
+
+def build_cut(cfg: CycleGANParams, config: CycleGANConfig, augment: Callable,
+              streams: dict[str, torch.Generator]) -> Translator:
+    """G_AB, the PatchNCE heads H and D_B; a G phase (G_AB and H together, one Adam) then a D phase."""
+    G = ResnetGenerator.from_config(config)
+    H = PatchSampleMLP(G.tap_channels(), width=cfg.nce_width)
+    D = PatchDiscriminator.from_config(config)
+    nets = nn.ModuleDict({"G_AB": G, "H": H, "D_B": D})
+    pools = {"B": ImagePool(cfg.pool_size, rng=streams["pool_B"])}
+    gen = nn.ModuleList([G, H])
+    kind, lam, idt, flip_eq = cfg.gan_loss, cfg.lambda_nce, cfg.nce_idt, cfg.flip_equivariance
+
+    def nce(keys: list[torch.Tensor], queries: list[torch.Tensor]) -> torch.Tensor:
+        """Mean over layers of the PatchNCE loss of query features against key features (same images)."""
+        with torch.no_grad():
+            k_proj, ids = H(keys, cfg.nce_patches, generator=streams["nce"])
+        q_proj, _ = H(queries, cfg.nce_patches, ids)
+        return torch.stack([losses.patch_nce_loss(q, k, cfg.nce_temperature) for q, k in zip(q_proj, k_proj)]).mean()
+
+    def g_main(b: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        a, m = b["A"], b["B"]
+        n = len(a)
+        src = torch.cat([a, m]) if idt else a
+        flipped = flip_eq and bool(torch.rand((), generator=streams["flip"]) < 0.5)
+        out, taps = G(src.flip(3) if flipped else src, taps=True)
+        fake_b = out[:n]
+        g_adv = losses.gan_loss(kind, D(augment(fake_b)), True, for_discriminator=False)
+        scalars = {"loss/G_AB": g_adv}
+        total = g_adv
+        if lam > 0:
+            # Keys: the sources' own features, which the forward pass just computed (for a flipped
+            # step, the unflipped sources' features: the translation's must match them flipped back).
+            if flipped:
+                with torch.no_grad():
+                    taps = G.encode(src)
+            keys = [t.detach() for t in taps]
+            queries = G.encode(out)
+            if flipped:
+                queries = [q.flip(3) for q in queries]
+            loss_x = nce([k[:n] for k in keys], [q[:n] for q in queries])
+            scalars["loss/NCE"] = loss_x
+            if idt:
+                loss_y = nce([k[n:] for k in keys], [q[n:] for q in queries])
+                scalars["loss/NCE_Y"] = loss_y
+                loss_x = 0.5 * (loss_x + loss_y)
+            total = total + lam * loss_x
+        b["fake_B"] = fake_b.detach().float()
+        return total, {"loss/G": total, **scalars}
+
+    def d_main(b: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss_b = _d_loss(kind, D, augment, b["B"], pools["B"].query(b["fake_B"]))
+        return loss_b, {"loss/D_B": loss_b}
+
+    phases = [Phase("G", gen, _adam(gen.parameters(), cfg), 1, g_main),
+              Phase("D", D, _adam(D.parameters(), cfg), 1, d_main)]
+    return Translator(nets, pools, phases)
+
+
+@dataclass(frozen=True)
+class TranslatorRecipe:
+    """How to build a model, and the random streams (besides `augment`) its phases draw from."""
+
+    build: Callable[[CycleGANParams, CycleGANConfig, Callable, dict[str, torch.Generator]], Translator]
+    streams: tuple[str, ...]
+
+
+RECIPES = {
+    "cyclegan": TranslatorRecipe(build_cyclegan, ("pool_A", "pool_B")),
+    "cut": TranslatorRecipe(build_cut, ("pool_B", "nce", "flip")),
+    "fastcut": TranslatorRecipe(build_cut, ("pool_B", "nce", "flip")),
+}
+
+
+# --- metrics and checks -----------------------------------------------------------------------------
 
 
 def _make_evaluator(cfg: CycleGANParams, photo_files: list[Path], reference: Path | None, *, seed: int,
-                    device: torch.device, cache: Path | None, scratch: Path
+                    device: torch.device, precision: Precision, cache: Path | None, scratch: Path
                     ) -> Callable[[nn.Module], dict[str, float]] | None:
     """The metric probe for this run, or None (logged why) when metrics are off or impossible."""
     refs = list_images(reference) if cfg.eval_every and reference is not None else []
@@ -234,10 +321,10 @@ def _make_evaluator(cfg: CycleGANParams, photo_files: list[Path], reference: Pat
     if cfg.eval_images > len(photo_files):
         log.info("cyclegan.eval_images = %d but only %d photos: translating them all",
                  cfg.eval_images, len(photo_files))
-    photos = _fixed_photos(photo_files, cfg.eval_images, derive_seed(seed, "eval"), cfg.size)
+    photos = _fixed_photos(photo_files, cfg.eval_images, derive_seed(seed, "eval"), EVAL_SIZE)
     probe = MetricProbe(refs, seed=derive_seed(seed, "kid"), device=device, cache=cache, workers=cfg.workers,
                         scratch=scratch)
-    return lambda G_AB: probe(_translate(G_AB, photos, device))
+    return lambda G_AB: probe(_translate(G_AB, photos, device, precision))
 
 
 def _check_schedule(saved: dict[str, int], cfg: CycleGANParams, started_epochs: int, source: str) -> None:
@@ -255,7 +342,7 @@ def _check_schedule(saved: dict[str, int], cfg: CycleGANParams, started_epochs: 
 # --- the loop ---------------------------------------------------------------------------------------
 
 
-def train_cyclegan(
+def train_translator(
     cfg: CycleGANParams,
     *,
     photos: ImageSource,
@@ -264,26 +351,30 @@ def train_cyclegan(
     live_dir: Path | None,
     device: torch.device | str,
     seed: int,
+    precision: Precision = FP32,
     eval_reference: Path | None = None,
     metrics_cache: Path | None = None,
     model: CycleGANConfig | None = None,
     progress: bool = True,
     max_steps: int | None = None,
+    warn_hours: float | None = None,
 ) -> dict[str, float]:
-    """Train CycleGAN between `photos` (a folder or files) and `monet` ((folder or files, sampling
-    weight) pairs) for cfg.epochs + cfg.decay_epochs epochs.
+    """Train `cfg.model` (CycleGAN, CUT or FastCUT) between `photos` (a folder or files) and `monet`
+    ((folder or files, sampling weight) pairs) for cfg.epochs + cfg.decay_epochs epochs.
 
-    Writes to `out_dir`: `state-<epoch>.pt` (full state after every epoch, newest
-    `keep_snapshots` kept), `photo2monet.pt` (G_AB for inference, see `load_photo2monet`) and
-    `losses.jsonl` (every step's losses). Epoch means, the learning rate, speed, the translation
-    grid and, every `eval_every` epochs and at the end, FID / KID / MiFID of `eval_images`
-    translated photos against `eval_reference` (features cached in `metrics_cache`) go to dvclive
-    in `live_dir` (None: not logged). Resumes from the newest state in `out_dir` (refusing changed
-    params). `model` overrides the networks built from cfg's widths. `max_steps` stops after that
-    many steps of this call, saving the state. Returns the last epoch's scalars. Raises
-    TrainingDiverged on a non-finite loss, FileNotFoundError when there are no photos, ValueError
-    when no Monet source has images.
+    Writes to `out_dir`: `state-<epoch>.pt` (full state after every epoch, newest `keep_snapshots`
+    kept), `photo2monet.pt` (G_AB for inference, see `checkpoint.load_photo2monet`) and `losses.jsonl`
+    (every step's losses). Epoch means, the learning rate, speed, the translation grid and, every
+    `eval_every` epochs and at the end, FID / KID / MiFID of `eval_images` photos translated at 256 px
+    against `eval_reference` (features cached in `metrics_cache`) go to dvclive in `live_dir` (None: not
+    logged). Forward passes run under `precision`'s autocast and memory format. Resumes from the newest
+    state in `out_dir` (refusing changed params). `model` overrides the networks built from cfg's widths.
+    `max_steps` stops after that many steps of this call, saving the state. After the first steps it
+    logs the expected duration, and warns once when that exceeds `warn_hours` on a CPU. Returns the
+    last epoch's scalars. Raises TrainingDiverged on a non-finite loss, FileNotFoundError when there are
+    no photos, ValueError when no Monet source has images.
     """
+    cfg = cfg.resolved()
     device = distributed.init_from_env(device)
     world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main()
     local_batch = distributed.local_batch(cfg.batch, "cyclegan.batch")
@@ -292,9 +383,9 @@ def train_cyclegan(
         out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(out_dir)
 
-    # --- data: photos (A) and the weighted Monet sources (B), loaded at 286/256 of the crop
+    # --- data: photos (A) and the weighted Monet sources (B), loaded at load_size, cropped to size
     monet_files, monet_weights = _monet_sources(monet)
-    workers, loaded = max(1, cfg.workers), load_size(cfg.size)
+    workers, loaded = max(1, cfg.workers), load_size(cfg)
     photo_data = ImageDataset([(photos, 1)], cfg.size, load_size=loaded, workers=workers)
     monet_data = ImageDataset([(f, 1) for f in monet_files], cfg.size, load_size=loaded, workers=workers)
     photo_sampler = InfiniteSampler(len(photo_data), seed=derive_seed(seed, "photos"), mirror=cfg.mirror,
@@ -309,18 +400,17 @@ def train_cyclegan(
     config = model or model_config(cfg)
     if not isinstance(config, CycleGANConfig):
         raise TypeError(f"model must be a CycleGANConfig, got a {type(config).__name__}")
-    nets = nn.ModuleDict({"G_AB": ResnetGenerator.from_config(config), "G_BA": ResnetGenerator.from_config(config),
-                          "D_A": PatchDiscriminator.from_config(config), "D_B": PatchDiscriminator.from_config(config)})
-    nets.to(device).train().requires_grad_(False)
-    fingerprint = run_fingerprint(cfg, seed, data_digest(photos, monet), config)
+    recipe = RECIPES[cfg.model]
     generators = {name: torch.Generator().manual_seed(derive_seed(seed, name, rank))
-                  for name in ("augment", "pool_A", "pool_B")}
-    torch.manual_seed(derive_seed(seed, "torch", rank))
+                  for name in ("augment", *recipe.streams)}
     augment = make_augment("diffaugment", policy=cfg.diffaugment, generator=generators["augment"]) \
         if cfg.diffaugment else make_augment("none")
-    pools = {d: ImagePool(cfg.pool_size, rng=generators[f"pool_{d}"]) for d in "AB"}
-    phases = make_phases(cfg, nets, augment, pools)
-    opts = {"opt_G": phases[0].opt, "opt_D": phases[1].opt}
+    parts = recipe.build(cfg, config, augment, generators)  # the same initial weights on every process
+    torch.manual_seed(derive_seed(seed, "torch", rank))
+    nets, pools, phases = parts.nets, parts.pools, parts.phases
+    precision.prepare(nets.to(device).train().requires_grad_(False))
+    fingerprint = run_fingerprint(cfg, seed, data_digest(photos, monet), config)
+    opts = {f"opt_{phase.name}": phase.opt for phase in phases}
 
     # --- resume this run, or start
     step = 0
@@ -361,9 +451,8 @@ def train_cyclegan(
                  cfg.epochs + cfg.decay_epochs, spe)
         return stats
 
-    evaluator = _make_evaluator(cfg, photo_data.files, eval_reference, seed=seed, device=device,
+    evaluator = _make_evaluator(cfg, photo_data.files, eval_reference, seed=seed, device=device, precision=precision,
                                 cache=metrics_cache, scratch=out_dir) if main else None
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
 
     def save(epoch: float) -> None:
         """Full state (every process's pools, RNG streams and partial sums); rank 0 writes."""
@@ -372,7 +461,7 @@ def train_cyclegan(
             "sums": dict(sums), "counts": dict(counts)})
         if main:
             state = {
-                "format": 1, "arch": "cyclegan", "config": config.to_dict(), "epoch": epoch,
+                "format": 1, "arch": cfg.model, "config": config.to_dict(), "epoch": epoch,
                 "params": fingerprint, "params_hash": checkpoint.params_hash(fingerprint),
                 "schedule": {"epochs": cfg.epochs, "decay_epochs": cfg.decay_epochs},
                 **{name: net.state_dict() for name, net in nets.items()},
@@ -382,15 +471,18 @@ def train_cyclegan(
                 "local": local, "stats": stats,
             }
             path = checkpoint.save_state(out_dir, state, kimg=epoch, keep=cfg.keep_snapshots)
-            save_photo2monet(out_dir / PHOTO2MONET_FILE, nets["G_AB"], config, epoch)
+            checkpoint.save_photo2monet(out_dir / PHOTO2MONET_FILE, arch=cfg.model, config=config.to_dict(),
+                                        generator=nets["G_AB"], epoch=epoch)
             log.info("saved %s", path.name)
         distributed.barrier()
 
     live = LiveLog(live_dir, resume=state_file is not None, resume_step=step // spe)
-    grid_photos = _fixed_photos(photo_data.files, cfg.grid_size, derive_seed(seed, "grid"), cfg.size) \
+    grid_photos = _fixed_photos(photo_data.files, cfg.grid_size, derive_seed(seed, "grid"), EVAL_SIZE) \
         if live.enabled else None
     losses_log = open(out_dir / LOSSES_FILE, "a") if main else None
-    bar = tqdm(total=total_steps, initial=step, unit="step", desc="train cyclegan", disable=not (progress and main))
+    bar = tqdm(total=total_steps, initial=step, unit="step", desc=f"train {cfg.model}",
+               disable=not (progress and main))
+    clock = RunClock(total_steps - step, unit="step", device=device, warn_hours=warn_hours if main else None)
     epoch_start_step, epoch_start_time, steps_run = step, time.time(), 0
     try:
         while True:
@@ -400,17 +492,17 @@ def train_cyclegan(
             for opt in opts.values():
                 for group in opt.param_groups:
                     group["lr"] = lr
-            batch = {"A": photo_data.batch(*photo_sampler.next_items(local_batch)).to(device),
-                     "B": monet_data.batch(*monet_sampler.next_items(local_batch)).to(device)}
+            batch = {"A": precision.inputs(photo_data.batch(*photo_sampler.next_items(local_batch)).to(device)),
+                     "B": precision.inputs(monet_data.batch(*monet_sampler.next_items(local_batch)).to(device))}
             row: dict[str, float] = {"step": step, "epoch": epoch}
             for phase in phases:
                 phase.module.requires_grad_(True)
                 phase.opt.zero_grad(set_to_none=True)
-                with torch.autocast(**autocast):
+                with precision.autocast(device, phase.autocast):
                     total, scalars = phase.loss(batch)
                 values = torch.stack([v.detach().float() for v in (total, *scalars.values())])
                 raise_if_diverged(values, ["total", *scalars], world=world, out_dir=out_dir,
-                                   where=f"step {step} (epoch {epoch}), phase {phase.name}")
+                                  where=f"step {step} (epoch {epoch}), phase {phase.name}")
                 total.backward()
                 distributed.average_gradients(phase.module.parameters())
                 phase.module.requires_grad_(False)
@@ -423,6 +515,7 @@ def train_cyclegan(
                 losses_log.write(json.dumps(row) + "\n")
             step, steps_run = step + 1, steps_run + 1
             bar.update(1)
+            clock.tick(steps_run)
             stop = step >= total_steps or (max_steps is not None and steps_run >= max_steps)
 
             if step % spe:
@@ -443,7 +536,7 @@ def train_cyclegan(
             stats["optim/lr"] = lr
             stats["speed/images_per_sec"] = (step - epoch_start_step) * cfg.batch / max(elapsed, 1e-9)
             if grid_photos is not None:
-                fakes = torch.cat(list(_translate(nets["G_AB"], grid_photos, device)))
+                fakes = torch.cat(list(_translate(nets["G_AB"], grid_photos, device, precision)))
                 grid = image_grid(torch.cat([grid_photos.float() / 127.5 - 1.0, fakes]), ncols=len(grid_photos))
                 live.image(f"translations/{epoch}.png", grid)  # dvclive's step-numbered slider layout
             if cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or step >= total_steps):

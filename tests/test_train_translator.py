@@ -1,6 +1,6 @@
-"""The CycleGAN loop on tiny networks and 32 px crops of 40 px images, on CPU: training and the
-inference snapshot, exact resume, params checks, the learning-rate rule, divergence, the weighted
-Monet sources and the crop data path, metrics, DDP."""
+"""The translator loop (CycleGAN, CUT, FastCUT) on tiny networks and 32 px crops of 40 px images, on CPU:
+training and the inference snapshot, exact resume, params checks, the learning-rate rule, divergence,
+PatchNCE's shared patch positions, the weighted Monet sources and the crop data path, metrics, DDP."""
 
 from __future__ import annotations
 
@@ -18,13 +18,18 @@ import torch
 from lowshot.models.cyclegan import CycleGANConfig
 from lowshot.params import CycleGANParams
 from lowshot.train import checkpoint, distributed, losses
-from lowshot.train.cyclegan_loop import (LOSSES_FILE, PHOTO2MONET_FILE, TrainingDiverged, load_photo2monet,
-                                         load_size, lr_factor, train_cyclegan)
+from lowshot.models.cut import PatchSampleMLP
+from lowshot.precision import Precision
 from lowshot.train.data import ImageDataset, InfiniteSampler, WeightedSampler
+from lowshot.train.translator_loop import (EVAL_SIZE, LOSSES_FILE, PHOTO2MONET_FILE, TrainingDiverged,
+                                           load_photo2monet, load_size, lr_factor, train_translator)
 
-NETS = ("G_AB", "G_BA", "D_A", "D_B")
+NETS = {"cyclegan": ("G_AB", "G_BA", "D_A", "D_B"), "cut": ("G_AB", "H", "D_B"), "fastcut": ("G_AB", "H", "D_B")}
 G_LOSSES = {"loss/G", "loss/G_AB", "loss/G_BA", "loss/cycle_A", "loss/cycle_B", "loss/idt_A", "loss/idt_B"}
 D_LOSSES = {"loss/D_A", "loss/D_B"}
+LOSSES = {"cyclegan": G_LOSSES | D_LOSSES, "cut": {"loss/G", "loss/G_AB", "loss/NCE", "loss/NCE_Y", "loss/D_B"},
+          "fastcut": {"loss/G", "loss/G_AB", "loss/NCE", "loss/D_B"}}
+BF16 = Precision(bf16=True, channels_last=True, reason="test")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: threads only add contention
@@ -54,8 +59,8 @@ def params(**kw) -> CycleGANParams:
 
 def run(cfg: CycleGANParams, data: dict[str, Path], out: Path, live: Path | None = None, *, monet=None, **kw) -> dict:
     monet = monet if monet is not None else [(data["real"], 1.0), (data["ranked"], 1.0)]
-    return train_cyclegan(cfg, photos=data["photos"], monet=monet, out_dir=out, live_dir=live, device="cpu",
-                          seed=0, model=CycleGANConfig.tiny(), progress=False, **kw)
+    return train_translator(cfg, photos=data["photos"], monet=monet, out_dir=out, live_dir=live, device="cpu",
+                            seed=0, model=CycleGANConfig.tiny(), progress=False, **kw)
 
 
 def loss_rows(out: Path) -> list[dict]:
@@ -72,22 +77,26 @@ def history(live: Path, name: str) -> list[tuple[int, float]]:
 # --- training and the snapshot ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", [
-    {},
-    {"gan_loss": "hinge", "bf16": True, "lambda_identity": 0.0, "diffaugment": "", "pool_size": 0},
-    {"gan_loss": "vanilla", "mirror": False, "diffaugment": "translation"},
+@pytest.mark.parametrize("variant, precision", [
+    ({}, None),
+    ({"gan_loss": "hinge", "lambda_identity": 0.0, "diffaugment": "", "pool_size": 0, "upsample": "resize"}, BF16),
+    ({"gan_loss": "vanilla", "mirror": False, "diffaugment": "translation"}, None),
+    ({"model": "cut", "upsample": "resize"}, None),
+    ({"model": "fastcut", "nce_patches": 7}, BF16),
+    ({"model": "cut", "nce_idt": False, "pool_size": 2, "gan_loss": "hinge"}, None),
 ])
-def test_trains_and_leaves_a_usable_photo2monet(variant, data, tmp_path, caplog):
+def test_trains_and_leaves_a_usable_photo2monet(variant, precision, data, tmp_path, caplog):
     cfg = params(**variant)
     empty = tmp_path / "empty"
     empty.mkdir()
     monet = [(data["real"], 1.0), (empty, 1.0), (data["ranked"], 0.0)]
     out, live = tmp_path / "out", tmp_path / "live"
     with caplog.at_level(logging.WARNING):
-        stats = run(cfg, data, out, live, monet=monet)
+        stats = run(cfg, data, out, live, monet=monet, **({"precision": precision} if precision else {}))
     assert "empty dropped: no images" in caplog.text and "ranked dropped: weight 0" in caplog.text
 
-    expected = (G_LOSSES if cfg.lambda_identity else G_LOSSES - {"loss/idt_A", "loss/idt_B"}) | D_LOSSES
+    expected = LOSSES[cfg.model] - ({"loss/idt_A", "loss/idt_B"} if not cfg.lambda_identity else set()) \
+        - ({"loss/NCE_Y"} if cfg.nce_idt is False else set())
     assert expected <= set(stats) and all(np.isfinite(v) for v in stats.values())
     assert stats["progress/epoch"] == 2 and stats["optim/lr"] == pytest.approx(cfg.lr / 2)
     rows = loss_rows(out)
@@ -96,7 +105,8 @@ def test_trains_and_leaves_a_usable_photo2monet(variant, data, tmp_path, caplog)
     assert [p.name for p in checkpoint.list_states(out)] == ["state-000001.000.pt", "state-000002.000.pt"]
 
     G = load_photo2monet(out / PHOTO2MONET_FILE, "cpu")
-    assert G.epoch == 2 and G.config_dict == CycleGANConfig.tiny().to_dict()
+    assert G.epoch == 2 and G.arch == cfg.model and G.config_dict == CycleGANConfig.tiny().to_dict()
+    assert set(checkpoint.load_state(checkpoint.latest_state(out))) >= set(NETS[cfg.model])
     y = G(torch.rand(2, 3, 40, 44) * 2 - 1)  # any size that is a multiple of 4
     assert y.shape == (2, 3, 40, 44) and torch.isfinite(y).all() and y.abs().max() <= 1
     state = checkpoint.load_state(checkpoint.latest_state(out))
@@ -107,7 +117,8 @@ def test_trains_and_leaves_a_usable_photo2monet(variant, data, tmp_path, caplog)
     assert (live / "plots" / "metrics" / "speed" / "images_per_sec.tsv").is_file()
     grids = live / "plots" / "images" / "translations"
     assert sorted(p.name for p in grids.iterdir()) == ["0.png", "1.png"]
-    assert PIL.Image.open(grids / "0.png").size == (3 * 32 + 4 * 2, 2 * 32 + 3 * 2)  # photos over translations
+    # Whole photos at the size translate writes, over their translations.
+    assert PIL.Image.open(grids / "0.png").size == (3 * EVAL_SIZE + 4 * 2, 2 * EVAL_SIZE + 3 * 2)
 
 
 def test_without_monet_images_the_error_names_every_source(data, tmp_path):
@@ -125,10 +136,12 @@ def test_batch_not_divisible_by_the_processes_is_refused(data, tmp_path, monkeyp
 # --- resume -----------------------------------------------------------------------------------------
 
 
-def test_killed_run_resumes_exactly(data, tmp_path):
+@pytest.mark.parametrize("model", ["cyclegan", "cut", "fastcut"])
+def test_killed_run_resumes_exactly(model, data, tmp_path):
     # 3 steps per epoch; kills at step 2 (mid epoch 0) and step 4 (mid epoch 1). The pool fills and
-    # swaps, crops, flips and DiffAugment draw: every random stream is exercised.
-    cfg = params(epoch_images=6)
+    # swaps, crops, flips, DiffAugment, patch positions and FastCUT's flips draw: every random stream
+    # is exercised.
+    cfg = params(epoch_images=6, model=model, pool_size=3)
     run(cfg, data, tmp_path / "whole", tmp_path / "live_whole")
     out, live = tmp_path / "parts", tmp_path / "live_parts"
     run(cfg, data, out, live, max_steps=2)
@@ -144,7 +157,7 @@ def test_killed_run_resumes_exactly(data, tmp_path):
     a = checkpoint.load_state(checkpoint.latest_state(out))
     b = checkpoint.load_state(checkpoint.latest_state(tmp_path / "whole"))
     assert a["epoch"] == b["epoch"] == 2.0
-    for key in NETS:
+    for key in NETS[model]:
         for name in b[key]:
             assert torch.equal(a[key][name], b[key][name]), f"{key}.{name}"
     pools_a, pools_b = a["local"][0]["pools"]["B"]["images"], b["local"][0]["pools"]["B"]["images"]
@@ -168,6 +181,34 @@ def test_changed_params_are_refused_unless_the_learning_rate_so_far_stays(data, 
         stats = run(longer, data, tmp_path / "b")
     assert "resuming from epoch 1 step 1" in caplog.text
     assert stats["progress/epoch"] == 4 and [r["step"] for r in loss_rows(tmp_path / "b")] == [0, 1, 2, 3]
+
+
+def test_a_state_saved_under_bf16_resumes_under_fp32(data, tmp_path):
+    cfg = params(model="cut", epoch_images=4)
+    run(cfg, data, tmp_path / "out", precision=BF16, max_steps=3)
+    assert run(cfg, data, tmp_path / "out")["progress/epoch"] == 2
+    assert [r["step"] for r in loss_rows(tmp_path / "out")] == [0, 1, 2, 3]
+
+
+def test_patchnce_compares_the_translation_and_the_photo_at_the_same_positions(data, tmp_path, monkeypatch):
+    calls = []
+    forward = PatchSampleMLP.forward
+
+    def record(self, feats, patches, ids=None, generator=None):
+        out, used = forward(self, feats, patches, ids, generator)
+        calls.append(([tuple(f.shape) for f in feats], ids is None, [u.clone() for u in used]))
+        return out, used
+
+    monkeypatch.setattr(PatchSampleMLP, "forward", record)
+    run(params(model="cut", nce_patches=5, epoch_images=2, epochs=1, decay_epochs=0), data, tmp_path / "out")
+    # Per step: keys (fresh positions) then queries (given the keys' positions), for photos then Monets.
+    assert len(calls) == 4
+    for keys, queries in (calls[0:2], calls[2:4]):
+        assert keys[1] and not queries[1]
+        assert keys[0] == queries[0]  # same layers, same shapes
+        assert all(torch.equal(k, q) for k, q in zip(keys[2], queries[2]))
+        assert [len(ids) for ids in keys[2]] == [min(5, h * w) for _, _, h, w in keys[0]]
+    assert not all(torch.equal(a, b) for a, b in zip(calls[0][2], calls[2][2]))  # redrawn per call
 
 
 def test_learning_rate_is_constant_then_decays_linearly():
@@ -227,7 +268,10 @@ def test_weighted_sampler_follows_the_weights_and_resumes():
 
 
 def test_images_are_loaded_larger_and_cropped(data):
-    assert load_size(256) == 286 and load_size(32) == 36
+    assert load_size(params(size=256)) == 286 and load_size(params(size=32)) == 36
+    assert load_size(params(size=128, load_size=256)) == 256
+    with pytest.raises(ValueError, match=r"load_size \(100\) must be >= cyclegan.size \(128\)"):
+        params(size=128, load_size=100)
     ds = ImageDataset([(data["photos"], 1)], 32, load_size=36, workers=1)
     assert ds.images.shape[-2:] == (36, 36) and ds.crop_range == 4
     full = ds.images[0].float() / 127.5 - 1
@@ -260,11 +304,12 @@ def test_eval_metrics_are_logged_against_the_reference(data, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_hold_identical_weights(data, tmp_path):
+@pytest.mark.parametrize("model", ["cyclegan", "cut"])
+def test_two_processes_hold_identical_weights(model, data, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    torch.multiprocessing.spawn(_ddp_worker, args=(port, {k: str(v) for k, v in data.items()}, str(tmp_path)),
+    torch.multiprocessing.spawn(_ddp_worker, args=(port, {k: str(v) for k, v in data.items()}, str(tmp_path), model),
                                 nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"nets{r}.pt") for r in (0, 1))
     for name in r0:
@@ -274,7 +319,7 @@ def test_two_processes_hold_identical_weights(data, tmp_path):
     assert len(loss_rows(tmp_path / "out")) == 4  # rank 0 alone writes the files
 
 
-def _ddp_worker(rank: int, port: int, data: dict[str, str], tmp: str) -> None:
+def _ddp_worker(rank: int, port: int, data: dict[str, str], tmp: str, model: str) -> None:
     """Train on 2 processes (1 image pair each), then save this process's own networks."""
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
@@ -284,12 +329,12 @@ def _ddp_worker(rank: int, port: int, data: dict[str, str], tmp: str) -> None:
 
     def keep(self, modules=None):
         original(self, modules)
-        if modules and set(modules) == set(NETS):
+        if modules and set(modules) == set(NETS[model]):
             kept["nets"] = self
 
     torch.nn.ModuleDict.__init__ = keep
     try:
-        run(params(), {k: Path(v) for k, v in data.items()}, Path(tmp) / "out")
+        run(params(model=model), {k: Path(v) for k, v in data.items()}, Path(tmp) / "out")
         torch.save({k: v.detach().clone() for k, v in kept["nets"].state_dict().items()}, Path(tmp) / f"nets{rank}.pt")
     finally:
         torch.nn.ModuleDict.__init__ = original
