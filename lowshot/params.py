@@ -297,6 +297,17 @@ class TranslateParams(Section):
     count: int | None = Field(None, ge=1, description="photos translated (null = all)")
     batch_size: int = Field(16, ge=1, description="photos per forward pass")
     quality: int = Field(95, ge=50, le=100, description="JPEG quality of the translated images")
+    workers: int = Field(1, ge=0, le=64, description="photo-decoding worker processes (0 = in the main process)")
+    tile: int = Field(1024, ge=32, description="photos larger than this many pixels on a side are translated in "
+                                               "overlapping tiles (lowshot translate --input): memory stays bounded")
+    tile_overlap: int = Field(64, ge=0, description="overlap of neighbouring tiles, pixels, blended with linear ramps")
+
+    @model_validator(mode="after")
+    def _tiles(self) -> TranslateParams:
+        if self.tile % 4 or self.tile_overlap % 4 or self.tile_overlap >= self.tile:
+            raise ValueError(f"translate.tile ({self.tile}) and translate.tile_overlap ({self.tile_overlap}) must be "
+                             "multiples of 4, the overlap smaller than the tile")
+        return self
 
 
 # --- the file -----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from lowshot.params import ParamsError, load_params
+from lowshot.params import Params, ParamsError, load_params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="lowshot: a few dozen Monet paintings -> a Monet-style photo translator (DVC pipeline).")
@@ -25,24 +25,29 @@ PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="params file t
 QUIET = typer.Option(False, "--quiet", "-q", help="no progress bars; warnings only")
 
 
-def _run_stage(name: str, params_path: Path, quiet: bool, **kwargs) -> None:
+def _run_stage(name: str, params_path: Path, quiet: bool, *, optional_params: bool = False, entry: str = "run",
+               **kwargs) -> None:
+    """Validate the params, run `stages.<name>.<entry>`, print its summary; exit 2 on bad params, 1 on an error
+    (or when the summary says something `failed`). `optional_params`: a missing params file means the defaults."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        params = load_params(params_path)
+        params = Params() if optional_params and not params_path.is_file() else load_params(params_path)
     except ParamsError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     stage = importlib.import_module(f"stages.{name}")
     with logging_redirect_tqdm():
         try:
-            result = stage.run(params, progress=not quiet, **kwargs)
+            result = getattr(stage, entry)(params, progress=not quiet, **kwargs)
         except (OSError, ValueError, RuntimeError) as e:
             log.debug("stage %s failed", name, exc_info=True)
             typer.echo(f"error: {name}: {e}", err=True)
             raise typer.Exit(1) from None
     if result is not None and hasattr(result, "describe"):
         typer.echo(f"{name}: {result.describe()}")
+    if getattr(result, "failed", False):
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -104,9 +109,31 @@ def cyclegan(
 
 
 @app.command()
-def translate(params: Path = PARAMS, quiet: bool = QUIET) -> None:
-    """Translate the photos (params `translate`) into data/translated/ and submission/images.zip."""
-    _run_stage("translate", params, quiet)
+def translate(
+    params: Path = PARAMS, quiet: bool = QUIET,
+    input: Path = typer.Option(None, "--input", "-i", help="a photo or a folder of photos to translate (outside the pipeline)"),
+    output: Path = typer.Option(None, "--output", "-o", help="folder for the translations of --input"),
+    size: int = typer.Option(256, "--size", min=4, help="with --input: long side of the translations, pixels"),
+    keep_size: bool = typer.Option(False, "--keep-size", help="with --input: translate at each photo's own size"),
+    fmt: str = typer.Option("jpg", "--format", help="with --input: jpg or png"),
+    model: Path = typer.Option(None, "--model", help="with --input: a photo2monet.pt (default: models/cyclegan/)"),
+) -> None:
+    """Translate the photos (params `translate`) into data/translated/ and submission/images.zip.
+
+    With --input PATH --output DIR: translate your own photo or folder of photos instead, at --size
+    (long side, default 256) or --keep-size; large photos are tiled. params.yaml is optional then.
+    """
+    if input is None:
+        if output is not None or model is not None:
+            typer.echo("error: translate: --output and --model go with --input", err=True)
+            raise typer.Exit(2)
+        _run_stage("translate", params, quiet)
+        return
+    if output is None:
+        typer.echo("error: translate: --input needs --output DIR", err=True)
+        raise typer.Exit(2)
+    _run_stage("translate", params, quiet, optional_params=True, entry="run_paths", source=input, output=output,
+               size=None if keep_size else size, fmt=fmt, model=model)
 
 
 @app.command()

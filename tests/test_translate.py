@@ -40,9 +40,10 @@ def test_translations_are_256_px_rgb_jpegs_of_the_generator_output(photos, tmp_p
     for p in out:
         with PIL.Image.open(p) as im:
             assert (im.format, im.mode, im.size) == ("JPEG", "RGB", (256, 256))
+    photo = torch.from_numpy(np.asarray(PIL.Image.open(photos[1])).transpose(2, 0, 1).copy())
     with torch.inference_mode():
-        expected = G(translate._photo_tensor(photos[1])[None])[0]
-    expected = np.asarray(PIL.Image.open(io.BytesIO(translate._jpeg(expected, 95)))).astype(float)
+        expected = G(photo[None].float() / 127.5 - 1)[0]
+    expected = np.asarray(PIL.Image.open(io.BytesIO(translate._encode(expected, "JPEG", 95)))).astype(float)
     got = np.asarray(PIL.Image.open(out[1])).astype(float)
     assert np.abs(got - expected).mean() < 0.5  # the same image, batched or alone
 
@@ -90,6 +91,111 @@ def test_an_invalid_image_is_named_and_no_zip_is_written(photos, tmp_path):
     with pytest.raises(translate.SubmissionError, match=r"p1.jpg is a 128x128 RGB JPEG"):
         translate.write_submission(images, tmp_path / "images.zip")
     assert not list(tmp_path.glob("*.zip*"))
+
+
+# --- any photo, any size -------------------------------------------------------------------------------
+
+
+class Pointwise(torch.nn.Module):
+    """A 'generator' whose output pixel depends on its input pixel alone, so tiles must blend to the whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 1)
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x):
+        self.shapes.append(tuple(x.shape))
+        assert x.shape[-1] % 4 == 0 and x.shape[-2] % 4 == 0
+        return torch.tanh(self.conv(x))
+
+
+def test_tiles_blend_back_to_the_whole_image():
+    torch.manual_seed(0)
+    G = Pointwise()
+    x = torch.rand(1, 3, 100, 72) * 2 - 1
+    with torch.no_grad():
+        whole = G(x)
+        G.shapes.clear()
+        tiled = translate.translate_tiled(G, x, tile=32, overlap=8)
+    torch.testing.assert_close(tiled, whole)
+    assert len(G.shapes) == 4 * 3 and set(G.shapes) == {(1, 3, 32, 32)}  # starts 0,24,48,68 x 0,24,40
+    assert translate.translate_tiled(G, x, tile=128, overlap=8).shape == x.shape  # fits: one piece
+    with pytest.raises(ValueError, match="multiples of 4"):
+        translate.translate_tiled(G, x, tile=30, overlap=8)
+
+
+def test_feathered_seams_hide_a_step_between_tiles():
+    # A generator that adds a different constant per call (as instance norm can per tile): with feathering
+    # the largest jump between neighbouring pixels stays a fraction of the step between tiles.
+    class Shifty(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            self.calls += 1
+            return x * 0 + 0.1 * self.calls
+
+    with torch.no_grad():
+        y = translate.translate_tiled(Shifty(), torch.zeros(1, 3, 32, 96), tile=32, overlap=16)
+    assert (y[..., 1:] - y[..., :-1]).abs().max() < 0.1 / 8
+
+
+def write(path, size, **kw):
+    rng = np.random.default_rng(len(str(path)))
+    PIL.Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path, **kw)
+    return path
+
+
+@pytest.mark.parametrize("sizing, expected", [
+    (translate.Sizing("keep"), {"wide.jpg": (50, 37), "tall.png": (30, 61)}),
+    (translate.Sizing("long_side", 40), {"wide.jpg": (40, 30), "tall.png": (20, 40)}),
+    (translate.Sizing("square", 32), {"wide.jpg": (32, 32), "tall.png": (32, 32)}),
+])
+def test_any_photo_at_any_size_keeps_its_shape(sizing, expected, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    write(src / "wide.jpg", (50, 37))
+    write(src / "tall.png", (30, 61))
+    G, _ = generator(tmp_path, 0)
+    jobs = translate.output_jobs(src, tmp_path / "out", "png")
+    report = translate.translate_files(G, jobs, sizing=sizing, workers=0, tile=32, overlap=8, progress=False)
+    assert not report.failed
+    for target in report.written:
+        with PIL.Image.open(target) as im:
+            assert im.format == "PNG" and im.size == expected[{"tall": "tall.png", "wide": "wide.jpg"}[target.stem]]
+
+
+def test_exif_orientation_is_applied_and_an_unreadable_file_does_not_stop_the_others(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6  # rotate 90: stored 40 wide, shown 40 tall
+    write(src / "a_rotated.jpg", (40, 24), exif=exif)
+    (src / "b_broken.jpg").write_bytes(b"not a jpeg at all")
+    write(src / "c_fine.png", (24, 24))
+    G, _ = generator(tmp_path, 0)
+    report = translate.translate_files(G, translate.output_jobs(src, tmp_path / "out"), sizing=translate.Sizing("keep"),
+                                       workers=1, progress=False)
+    assert [p.name for p in report.written] == ["a_rotated.jpg", "c_fine.jpg"]
+    assert [(p.name, why.split(":")[0]) for p, why in report.failed] == [("b_broken.jpg", "not_an_image")]
+    assert PIL.Image.open(tmp_path / "out/a_rotated.jpg").size == (24, 40)
+
+
+def test_output_names_and_bad_inputs(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("x.jpg", "x.png", "y.webp"):
+        write(src / name, (8, 8))
+    names = [t.name for _, t in translate.output_jobs(src, tmp_path / "out", "jpg")]
+    assert names == ["x_jpg.jpg", "x_png.jpg", "y.jpg"]
+    assert [t.name for _, t in translate.output_jobs(src / "y.webp", tmp_path, "png")] == ["y.png"]
+    with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
+        translate.output_jobs(tmp_path / "nowhere", tmp_path)
+    with pytest.raises(ValueError, match="output format"):
+        translate.output_jobs(src, tmp_path, "gif")
 
 
 # --- the stages, in a temporary project ------------------------------------------------------------
@@ -142,3 +248,31 @@ def test_cyclegan_stage_mixes_the_sources_that_exist_and_publishes_when_finished
     done = stage.run(params, progress=False)
     assert done.run == first.run and (project / "models/cyclegan/photo2monet.pt").is_file()
     assert (project / "dvclive/cyclegan/metrics.json").is_file()
+
+
+def test_translate_command_takes_any_folder_without_a_params_file(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from lowshot.train.checkpoint import save_photo2monet
+    from stages.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    config = CycleGANConfig.tiny()
+    save_photo2monet(tmp_path / "g.pt", arch="cut", config=config.to_dict(),
+                     generator=ResnetGenerator.from_config(config), epoch=1.0)
+    src = tmp_path / "mine"
+    src.mkdir()
+    write(src / "big.jpg", (300, 200))
+    (src / "bad.png").write_bytes(b"\x89PNG broken")
+    runner = CliRunner()
+    result = runner.invoke(app, ["translate", "--input", str(src), "--output", "out", "--model", "g.pt", "-q",
+                                 "--size", "100", "--format", "png"])
+    assert result.exit_code == 1 and "bad.png" in result.output  # named, and the others are still written
+    assert PIL.Image.open(tmp_path / "out/big.png").size == (100, 67)
+    result = runner.invoke(app, ["translate", "--input", str(src / "big.jpg"), "--output", "kept", "--model", "g.pt",
+                                 "-q", "--keep-size"])
+    assert result.exit_code == 0, result.output
+    assert PIL.Image.open(tmp_path / "kept/big.jpg").size == (300, 200)
+    assert runner.invoke(app, ["translate", "--input", str(src)]).exit_code == 2  # no --output
+    result = runner.invoke(app, ["translate", "--input", str(src), "--output", "o", "--model", "missing.pt"])
+    assert result.exit_code == 1 and "no trained translator at missing.pt" in result.output

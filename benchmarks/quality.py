@@ -1,0 +1,255 @@
+"""The quality yardstick: does the translator make photos look like Monets, measured on photos it never saw?
+
+    python benchmarks/quality.py [--translator cut] [--minutes 60 | --steps N] [--recipe cpu]
+        [--sources real,synthetic=DIR:0.5,singan=DIR] [--set cyclegan.KEY=VALUE ...] [--train-photos 2000]
+        [--eval-photos 500] [--precision auto] [--name NAME] [--out DIR] [--seed 0]
+
+The real chain at a fixed budget on ../shared/datasets: train the translator (`train_translator`, the
+loop the `cyclegan` stage runs) on the first `--train-photos` of photos/ and on the Monet sources
+(`real` = monet-train30; `synthetic`, `singan`, ... = folders given as NAME=DIR, each with an optional
+:WEIGHT), translate the last `--eval-photos` of photos/ (never trained on) at 256 px as `translate`
+does, and score them against monet-pool120 (never trained on) with KID (mean and std over subsets),
+FID and MiFID, beside the same photos untranslated: the baseline a translator must beat. It writes
+OUT/NAME/grid.png (16 held-out photos above their translations), OUT/NAME/result.json, and prints the
+table of every result.json under OUT, so runs made one at a time (or side by side, one per CPU slot)
+line up.
+
+Budget: `--steps N`, or `--minutes M`: a 30-step calibration run of the same configuration in this
+process measures seconds per step, and the run gets as many steps as fit in M minutes (training only:
+translation and scoring come on top). Either way the schedule is the params' (epochs at constant
+learning rate, then decay_epochs of linear decay), with `epoch_images` set so that the epochs add up
+to the step budget. `--recipe cpu` starts from the README's CPU recipe (`CPU_RECIPE` below) instead of
+the params defaults (which suit a GPU); `--set` overrides any `cyclegan` key after that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ROOT.parent / "shared" / "datasets"
+# The CPU recipe of the README: 128 px crops of the 256 px photos (the scale translate uses), a narrow
+# ResNet-6 generator with resize-conv upsampling. Measured by this script; see the README for figures.
+CPU_RECIPE: dict[str, Any] = {"size": 128, "load_size": 256, "g_blocks": 6, "ngf": 32, "ndf": 64,
+                              "upsample": "resize", "epochs": 10, "decay_epochs": 10}
+CALIBRATION_STEPS, CALIBRATION_WARMUP = 30, 5
+
+
+def cpu_flags() -> str:
+    found = sorted(set(re.findall(r"\b(avx512[a-z_0-9]*|amx[a-z_0-9]*)\b", Path("/proc/cpuinfo").read_text())))
+    return " ".join(found) or "none"
+
+
+def parse_sources(text: str) -> list[tuple[str, Path, float]]:
+    """'real,synthetic=DIR:0.5' -> [(name, folder, weight)]; real is monet-train30."""
+    out = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, _, rest = item.partition("=")
+        path, weight = rest, 1.0
+        if ":" in rest and re.fullmatch(r"[0-9.]+", rest.rsplit(":", 1)[1]):
+            path, weight = rest.rsplit(":", 1)[0], float(rest.rsplit(":", 1)[1])
+        if name == "real":
+            folder = DATASETS / "monet-train30"
+            if path and re.fullmatch(r"[0-9.]+", path):
+                weight = float(path)
+        elif not path:
+            sys.exit(f"--sources: {name} needs a folder, e.g. {name}=/path/to/images[:weight]")
+        else:
+            folder = Path(path)
+        if not folder.is_dir():
+            sys.exit(f"--sources: {folder} is not a folder")
+        if "monet-pool120" in str(folder.resolve()):
+            sys.exit("--sources: monet-pool120 is the reference; never train on it")
+        out.append((name, folder, weight))
+    return out
+
+
+def parse_set(pairs: list[str]) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        key = key.removeprefix("cyclegan.")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def build_params(args: argparse.Namespace, steps: int):
+    from lowshot.params import CycleGANParams
+
+    base = dict(CPU_RECIPE) if args.recipe == "cpu" else {}
+    base.update(model=args.translator, eval_every=None, workers=1)
+    base.update(parse_set(args.set))
+    cfg = CycleGANParams(**base)
+    epochs = cfg.epochs + cfg.decay_epochs
+    if epochs < 1:
+        sys.exit("epochs + decay_epochs must be >= 1")
+    return cfg.model_copy(update={"epoch_images": max(1, round(steps * cfg.batch / epochs))})
+
+
+def calibrate(args: argparse.Namespace, train_photos: list[Path], monet: list, out: Path, precision) -> float:
+    """Seconds per training step of this configuration, from a short run in a scratch folder."""
+    from lowshot.train.translator_loop import train_translator
+
+    cfg = build_params(args, 10_000)
+    scratch = out / "calibration"
+    shutil.rmtree(scratch, ignore_errors=True)
+    times: list[float] = []
+    start = time.perf_counter()
+    train_translator(cfg, photos=train_photos, monet=monet, out_dir=scratch, live_dir=None, device=args.device,
+                     seed=args.seed, precision=precision, progress=False, max_steps=CALIBRATION_WARMUP)
+    times.append(time.perf_counter() - start)
+    shutil.rmtree(scratch, ignore_errors=True)
+    start = time.perf_counter()
+    train_translator(cfg, photos=train_photos, monet=monet, out_dir=scratch, live_dir=None, device=args.device,
+                     seed=args.seed, precision=precision, progress=False, max_steps=CALIBRATION_STEPS)
+    total = time.perf_counter() - start
+    shutil.rmtree(scratch, ignore_errors=True)
+    # The warm-up run pays for loading the data and the first steps' kernel choices; the difference of the
+    # two runs is the cost of the extra steps alone.
+    return (total - times[0]) / (CALIBRATION_STEPS - CALIBRATION_WARMUP)
+
+
+def grid(photos: list[Path], translated: list[Path], path: Path, per_row: int = 8) -> None:
+    """Rows of `per_row` photos, each row above its translations."""
+    import numpy as np
+    import PIL.Image
+    import torch
+
+    from lowshot.images.grid import save_grid
+    from lowshot.train.data import load_image
+
+    rows = []
+    for i in range(0, len(photos), per_row):
+        rows += [load_image(p, 256) for p in photos[i:i + per_row]]
+        rows += [np.asarray(PIL.Image.open(p).convert("RGB")).transpose(2, 0, 1) for p in translated[i:i + per_row]]
+    save_grid(torch.from_numpy(np.stack(rows)).float() / 127.5 - 1, path, ncols=per_row)
+
+
+def run_one(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from lowshot.images.folder import list_images
+    from lowshot.metrics.evaluate import evaluate_sets
+    from lowshot.runtime import pick_device, pick_precision
+    from lowshot.train.checkpoint import PHOTO2MONET_FILE, load_photo2monet
+    from lowshot.train.translator_loop import train_translator
+    from lowshot.translate import translate_photos
+
+    photos = list_images(DATASETS / "photos")
+    if len(photos) < args.train_photos + args.eval_photos:
+        sys.exit(f"{DATASETS / 'photos'} holds {len(photos)} photos, fewer than {args.train_photos} + {args.eval_photos}")
+    train_photos, eval_photos = photos[:args.train_photos], photos[-args.eval_photos:]
+    sources = parse_sources(args.sources)
+    monet = [(folder, weight) for _, folder, weight in sources]
+    out = Path(args.out) / args.name
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device(args.device)
+    precision = pick_precision(args.precision, device, args.channels_last, stage="quality")
+
+    seconds_per_step = None
+    if args.steps is None:
+        seconds_per_step = calibrate(args, train_photos, monet, out, precision)
+        args.steps = max(1, int(args.minutes * 60 / seconds_per_step))
+        print(f"calibration: {seconds_per_step:.3f} s/step -> {args.steps} steps in {args.minutes:g} min", flush=True)
+    cfg = build_params(args, args.steps)
+    start = time.time()
+    train_translator(cfg, photos=train_photos, monet=monet, out_dir=out / "run", live_dir=out / "live",
+                     device=device, seed=args.seed, precision=precision, progress=args.progress)
+    train_s = time.time() - start
+    G = precision.prepare(load_photo2monet(out / "run" / PHOTO2MONET_FILE, device))
+    start = time.time()
+    translated = translate_photos(G, out / "run" / PHOTO2MONET_FILE, eval_photos, out / "translated",
+                                  batch_size=8, precision=precision, progress=False)
+    translate_s = time.time() - start
+    held_out = out.parent / f"photos-last{args.eval_photos}"
+    if not held_out.is_dir():
+        held_out.mkdir()
+        for p in eval_photos:
+            (held_out / p.name).symlink_to(p)
+    metrics = evaluate_sets({"translated": out / "translated", "photos": held_out}, DATASETS / "monet-pool120",
+                            cache_dir=Path(args.out) / "feature-cache", device=device, workers=1, progress=False,
+                            seed=args.seed)
+    grid(eval_photos[:16], translated[:16], out / "grid.png")
+    steps = (cfg.epochs + cfg.decay_epochs) * cfg.epoch_images // cfg.batch
+    result = {
+        "name": args.name, "translator": cfg.model, "sources": args.sources, "steps": steps,
+        "params": cfg.model_dump(mode="json"), "train_s": train_s, "s_per_step": train_s / steps,
+        "calibrated_s_per_step": seconds_per_step, "translate_img_per_s": len(eval_photos) / translate_s,
+        "precision": precision.describe(), "threads": torch.get_num_threads(), "cpu_flags": cpu_flags(),
+        "machine": platform.processor() or platform.machine(), "eval_photos": len(eval_photos),
+        **metrics,
+    }
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def table(out: Path) -> None:
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
+    if not results:
+        print(f"no results under {out}")
+        return
+    first = results[0]
+    print(f"\n{first['eval_photos']} held-out photos (the last of photos/) translated at 256 px, scored against "
+          f"monet-pool120 (120 Monets never trained on); CPU flags: {first['cpu_flags']}")
+    print(f"{'run':<28} {'translator':<9} {'steps':>6} {'train min':>9} {'s/step':>7} {'thr':>3} "
+          f"{'KID x1000':>14} {'FID':>7} {'MiFID':>7} {'img/s':>6}")
+    print(f"{'photos, untranslated':<28} {'-':<9} {'-':>6} {'-':>9} {'-':>7} {'-':>3} "
+          f"{1000 * first['photos.kid']:7.1f} ± {1000 * first['photos.kid_std']:4.1f} {first['photos.fid']:7.1f} "
+          f"{first['photos.mifid']:7.1f} {'-':>6}")
+    for r in results:
+        print(f"{r['name']:<28} {r['translator']:<9} {r['steps']:>6} {r['train_s'] / 60:9.1f} {r['s_per_step']:7.3f} "
+              f"{r['threads']:>3} {1000 * r['translated.kid']:7.1f} ± {1000 * r['translated.kid_std']:4.1f} "
+              f"{r['translated.fid']:7.1f} {r['translated.mifid']:7.1f} {r['translate_img_per_s']:6.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--translator", default="cut", choices=("cyclegan", "cut", "fastcut"))
+    budget = ap.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, default=60.0, help="training budget, calibrated to steps")
+    budget.add_argument("--steps", type=int, help="training steps (instead of --minutes)")
+    ap.add_argument("--recipe", choices=("cpu", "defaults"), default="cpu")
+    ap.add_argument("--sources", default="real", help="Monet sources: real (monet-train30), NAME=DIR[:WEIGHT], ...")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a cyclegan key")
+    ap.add_argument("--train-photos", type=int, default=2000)
+    ap.add_argument("--eval-photos", type=int, default=500)
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    ap.add_argument("--channels-last", default="off", choices=("auto", "on", "off"))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", help="run folder name (default: translator and budget)")
+    ap.add_argument("--out", default="/tmp/lowshot-quality")
+    ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--table", action="store_true", help="only print the table of the runs under --out")
+    args = ap.parse_args()
+    if args.table:
+        table(Path(args.out))
+        return
+    if not (DATASETS / "photos").is_dir() or not (DATASETS / "monet-pool120").is_dir():
+        sys.exit(f"skipped: {DATASETS} is absent")
+    args.name = args.name or f"{args.translator}-{args.steps or f'{args.minutes:g}min'}"
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    r = run_one(args)
+    print(f"{r['name']}: KID {r['translated.kid']:.4f} ± {r['translated.kid_std']:.4f} (photos "
+          f"{r['photos.kid']:.4f}), FID {r['translated.fid']:.1f} (photos {r['photos.fid']:.1f}), MiFID "
+          f"{r['translated.mifid']:.1f}; {r['steps']} steps in {r['train_s'] / 60:.1f} min")
+    table(Path(args.out))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    main()
