@@ -3,6 +3,7 @@ baseline, peak memory of the calling process)."""
 
 from __future__ import annotations
 
+import re
 import resource
 import time
 from pathlib import Path
@@ -40,3 +41,13 @@ def peak_mib(device: torch.device) -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024 / MIB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MIB  # Linux units: KiB
+
+
+def cpu_flags() -> str:
+    """The CPU's AVX512 and AMX flags (what decides bf16 speed), for every benchmark table."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    found = sorted(set(re.findall(r"\b(avx512[a-z_0-9]*|amx[a-z_0-9]*)\b", text)))
+    return " ".join(found) or "none"

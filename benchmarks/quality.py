@@ -37,6 +37,8 @@ from typing import Any
 
 import yaml
 
+from _measure import cpu_flags
+
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
 # The CPU recipe of the README: 128 px crops of the 256 px photos (the scale translate uses), a narrow
@@ -44,11 +46,6 @@ DATASETS = ROOT.parent / "shared" / "datasets"
 CPU_RECIPE: dict[str, Any] = {"size": 128, "load_size": 256, "g_blocks": 6, "ngf": 32, "ndf": 64,
                               "upsample": "resize", "epochs": 10, "decay_epochs": 10}
 CALIBRATION_STEPS, CALIBRATION_WARMUP = 30, 5
-
-
-def cpu_flags() -> str:
-    found = sorted(set(re.findall(r"\b(avx512[a-z_0-9]*|amx[a-z_0-9]*)\b", Path("/proc/cpuinfo").read_text())))
-    return " ".join(found) or "none"
 
 
 def parse_sources(text: str) -> list[tuple[str, Path, float]]:

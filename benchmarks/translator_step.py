@@ -1,42 +1,34 @@
-"""CycleGAN training step time and peak memory on this machine: fp32 against channels_last and bf16.
+"""Translator training step time and peak memory on this machine, per precision: fp32 against `auto`
+(bf16 where the hardware runs it natively and fast, see lowshot/precision.py), bf16 and channels_last.
 
-    python benchmarks/cyclegan_step.py [--sizes 128,256] [--modes fp32,channels_last] [--steps 1]
-        [--g-blocks 9] [--ngf 64] [--translate-batch 8] [--threads N] [--omp-wait passive] [--device cpu]
+    python benchmarks/translator_step.py [--model cyclegan|cut|fastcut] [--sizes 128,256]
+        [--modes fp32,auto,channels_last] [--steps 1] [--g-blocks 9] [--ngf 64] [--translate-batch 8]
+        [--threads N] [--omp-wait passive] [--device cpu]
 
-Each (size, mode) runs in its own spawned process: the four networks of `train_cyclegan` at the
-`CycleGANParams` widths (g_blocks 9, ngf 64, ndf 64 unless given), the G and D phases of
-`cyclegan_loop.make_phases` (Adam, DiffAugment, image pools of 50), batch 1, run as the loop runs a
-step (per phase: requires_grad on, zero_grad, loss under autocast, finite check, backward, step).
-Photos and paintings are random tensors of the right shape: data loading is not timed. One warm-up
-step, counted by `FlopCounterMode` (convolutions and matmuls, forward + backward), then `--steps`
-timed steps.
+Each (size, mode) runs in its own spawned process: the networks and phases of `train_translator` for
+`--model` (its recipe in `translator_loop.RECIPES`) at the `CycleGANParams` widths (g_blocks 9, ngf 64,
+ndf 64 unless given), batch 1, run as the loop runs a step (per phase: requires_grad on, zero_grad, loss
+under the precision's autocast, finite check, backward, step). Photos and paintings are random tensors of
+the right shape: data loading is not timed. One warm-up step, counted by `FlopCounterMode` (convolutions
+and matmuls, forward + backward), then `--steps` timed steps.
 
-Modes: fp32 (contiguous NCHW: the baseline row of each size), channels_last (networks and inputs
-in torch.channels_last; fp32), bf16 (`cyclegan.bf16`: forward passes under bf16 autocast; the
-weights, Adam and the L1 cycle losses stay fp32). Every mode starts from the same weights and
-inputs, so "loss/G" of the first step shows what bf16 changes; "finite" says whether every loss of
-every step was finite. Translation: `G_AB` alone in eval mode under `inference_mode`, as
-`translate` runs it, `--translate-batch` photos of `--translate-size` px, one warm-up batch then
-`--translate-batches` timed.
+Modes: fp32 (contiguous NCHW: the baseline row of each size), auto (`precision: auto`: what the stages
+choose on this machine), bf16 (forced), channels_last (fp32, networks and inputs in channels_last),
+auto+channels_last. Every mode starts from the same weights and inputs, so "loss/G" of the first step
+shows what bf16 changes; "finite" says whether every loss of every step was finite. Translation: `G_AB`
+alone in eval mode under `inference_mode`, `--translate-batch` photos of `--translate-size` px, one
+warm-up batch then `--translate-batches` timed.
 
-Threads: `--threads` (default: torch's, 2 here) per child; the children run with OMP_WAIT_POLICY
-PASSIVE unless `--omp-wait` says otherwise. On this 2-core machine shared with other jobs, libgomp's
-default spin-waiting made a narrow CycleGAN step (64 px, ngf 16, 6 blocks) take about 20 s
-against 0.3 s passive or with 1 thread, and bf16 look 2x faster than fp32 (it is 8x slower), while
-fp32 matmul GFLOP/s hardly moved, so the matmul baseline does not correct for it; `--omp-wait env` measures what a stage run with the inherited
-environment gets.
+Threads: `--threads` (default: torch's) per child; the children run with OMP_WAIT_POLICY PASSIVE unless
+`--omp-wait` says otherwise (on a shared 2-core machine libgomp's spin-waiting made a step 3-4x slower).
+On a CPU without native bf16 (AVX2, no AVX512-BF16/AMX), forced bf16 is very slow (a 128 px CycleGAN step
+249 s against 7.4 s fp32): measure it there with `--sizes 128 --modes bf16` only.
 
-bf16 is left out of the default modes: this CPU (AVX2, no AVX512-BF16/AMX) has no fast bf16 path
-(a 1024^2 bf16 matmul ran at ~1 GFLOP/s against ~70 fp32) and a 128 px bf16 step took 249 s against
-7.4 s fp32, so `--modes fp32,channels_last,bf16` at 128 and 256 px would take well over half an hour
-(every row is a warm-up step plus the timed ones). `--sizes 128 --modes bf16` measures it at 128 px.
-
-Relative figures, so that load from other jobs does not invalidate the comparison: speed-ups are
-against the fp32 row of the same size, measured in the same run; each child also measures fp32
-dense matmul GFLOP/s (2048^2, 3 reps before its timed work and 3 after) and reports the step's FLOP
-rate as a fraction of it. Peak memory: the child's VmHWM from /proc on CPU, not `ru_maxrss`, which
-Linux carries across execve, so a spawned child's starts at its parent's peak (`ru_maxrss` only where
-there is no /proc); on CUDA `torch.cuda.max_memory_allocated`.
+Relative figures, so that load from other jobs does not invalidate the comparison: speed-ups are against
+the fp32 row of the same size, measured in the same run; each child also measures fp32 and bf16 dense
+matmul GFLOP/s (2048^2, 3 reps before its timed work and 3 after), the hardware's ceilings, and the table
+gives the step's FLOP rate beside both. Peak memory: the child's VmHWM from /proc on CPU; on CUDA
+`torch.cuda.max_memory_allocated`.
 """
 
 from __future__ import annotations
@@ -46,22 +38,21 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from _measure import matmul, peak_mib, sync
+from _measure import cpu_flags, matmul, peak_mib, sync
 from lowshot.augment import make_augment
-from lowshot.models.cyclegan import PatchDiscriminator, ResnetGenerator
+from lowshot.models.cyclegan import ResnetGenerator
 from lowshot.params import CycleGANParams
+from lowshot.precision import FP32, Precision, resolve_precision
 from lowshot.runtime import pick_device
-from lowshot.train.cyclegan_loop import make_phases, model_config
-from lowshot.train.image_pool import ImagePool
+from lowshot.train.translator_loop import RECIPES, model_config
 
-MODES = ("fp32", "channels_last", "bf16")
+MODES = ("fp32", "auto", "bf16", "channels_last", "auto+channels_last")
 MATMUL_N, MATMUL_REPS = 2048, 3
 
 
@@ -73,49 +64,64 @@ class Result:
     seconds: float = 0.0  # per step (train) or per batch (translate)
     flops: float = 0.0  # per step / batch
     matmul_gflops: float = 0.0
+    matmul_bf16_gflops: float = 0.0
+    precision: str = ""
     first_loss: float = float("nan")
     finite: bool = True
     idle_mib: float = 0.0
     peak_mib: float = 0.0
 
 
-def prepare(mode: str, device: torch.device):
-    """(module -> module, tensor -> tensor, autocast context factory) for `mode`."""
-    fmt = torch.channels_last if mode == "channels_last" else torch.contiguous_format
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if mode == "bf16" else nullcontext
-    return (lambda m: m.to(device, memory_format=fmt)), (lambda x: x.to(device).contiguous(memory_format=fmt)), autocast
+def prepare(mode: str, device: torch.device) -> Precision:
+    """The precision a mode stands for."""
+    if mode == "fp32":
+        return FP32
+    if mode == "channels_last":
+        return Precision(bf16=False, channels_last=True, reason="fp32 asked for", layout_reason="asked for")
+    return resolve_precision("bf16" if mode == "bf16" else "auto", device, "on" if "channels_last" in mode else "off")
+
+
+def ceilings(device: torch.device) -> tuple[float, float, float, float]:
+    """(fp32 FLOPs, seconds, bf16 FLOPs, seconds) of dense matmuls: the hardware's ceilings."""
+    return (*matmul(MATMUL_N, MATMUL_REPS, device), *matmul(MATMUL_N, MATMUL_REPS, device, torch.bfloat16))
+
+
+def set_ceilings(res: Result, before: tuple[float, ...], after: tuple[float, ...]) -> None:
+    res.matmul_gflops = (before[0] + after[0]) / (before[1] + after[1]) / 1e9
+    res.matmul_bf16_gflops = (before[2] + after[2]) / (before[3] + after[3]) / 1e9
 
 
 def measure_train(size: int, mode: str, args: argparse.Namespace) -> Result:
-    """In a child process: build the four networks, one FLOP-counted warm-up step, `args.steps` timed."""
+    """In a child process: build the model's networks, one FLOP-counted warm-up step, `args.steps` timed."""
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     res = Result("train", size, mode, idle_mib=peak_mib(device) if device.type == "cpu" else 0.0)
-    mm = matmul(MATMUL_N, MATMUL_REPS, device)
-    net_to, tensor_to, autocast = prepare(mode, device)
+    mm = ceilings(device)
+    precision = prepare(mode, device)
+    res.precision = precision.describe()
 
-    cfg = CycleGANParams(size=size, g_blocks=args.g_blocks, ngf=args.ngf, ndf=args.ndf)
+    cfg = CycleGANParams(model=args.model, size=size, g_blocks=args.g_blocks, ngf=args.ngf, ndf=args.ndf).resolved()
     config = model_config(cfg)
     torch.manual_seed(0)
-    nets = nn.ModuleDict({"G_AB": ResnetGenerator.from_config(config), "G_BA": ResnetGenerator.from_config(config),
-                          "D_A": PatchDiscriminator.from_config(config), "D_B": PatchDiscriminator.from_config(config)})
-    net_to(nets).train().requires_grad_(False)
-    augment = make_augment("diffaugment", policy=cfg.diffaugment, generator=torch.Generator().manual_seed(1))
-    pools = {d: ImagePool(cfg.pool_size, rng=torch.Generator().manual_seed(2 + i)) for i, d in enumerate("AB")}
-    phases = make_phases(cfg, nets, augment, pools)
+    recipe = RECIPES[cfg.model]
+    streams = {name: torch.Generator().manual_seed(i) for i, name in enumerate(("augment", *recipe.streams))}
+    augment = make_augment("diffaugment", policy=cfg.diffaugment, generator=streams["augment"])
+    parts = recipe.build(cfg, config, augment, streams)
+    precision.prepare(parts.nets.to(device).train().requires_grad_(False))
     data = torch.Generator().manual_seed(3)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
     def step() -> float:
-        """One minibatch as `train_cyclegan` runs it; returns loss/G."""
-        batch = {d: tensor_to(torch.rand(cfg.batch, 3, size, size, generator=data) * 2 - 1) for d in "AB"}
+        """One minibatch as `train_translator` runs it; returns loss/G."""
+        batch = {d: precision.inputs((torch.rand(cfg.batch, 3, size, size, generator=data) * 2 - 1).to(device))
+                 for d in "AB"}
         loss_g = float("nan")
-        for phase in phases:
+        for phase in parts.phases:
             phase.module.requires_grad_(True)
             phase.opt.zero_grad(set_to_none=True)
-            with autocast():
+            with precision.autocast(device):
                 total, scalars = phase.loss(batch)
             values = torch.stack([v.detach().float() for v in (total, *scalars.values())])
             res.finite &= bool(torch.isfinite(values).all())
@@ -135,8 +141,7 @@ def measure_train(size: int, mode: str, args: argparse.Namespace) -> Result:
     sync(device)
     res.seconds = (time.perf_counter() - start) / args.steps
     res.peak_mib = peak_mib(device)
-    mm2 = matmul(MATMUL_N, MATMUL_REPS, device)
-    res.matmul_gflops = (mm[0] + mm2[0]) / (mm[1] + mm2[1]) / 1e9
+    set_ceilings(res, mm, ceilings(device))
     return res
 
 
@@ -147,15 +152,17 @@ def measure_translate(mode: str, args: argparse.Namespace) -> Result:
     device = pick_device(args.device)
     size, n = args.translate_size, args.translate_batch
     res = Result("translate", size, mode, idle_mib=peak_mib(device) if device.type == "cpu" else 0.0)
-    mm = matmul(MATMUL_N, MATMUL_REPS, device)
-    net_to, tensor_to, autocast = prepare(mode, device)
-    config = model_config(CycleGANParams(g_blocks=args.g_blocks, ngf=args.ngf, ndf=args.ndf))
+    mm = ceilings(device)
+    precision = prepare(mode, device)
+    res.precision = precision.describe()
+    config = model_config(CycleGANParams(model=args.model, g_blocks=args.g_blocks, ngf=args.ngf, ndf=args.ndf))
     torch.manual_seed(0)
-    G = net_to(ResnetGenerator.from_config(config)).eval().requires_grad_(False)
-    photos = tensor_to(torch.randint(0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(3)).float())
+    G = precision.prepare(ResnetGenerator.from_config(config).to(device)).eval().requires_grad_(False)
+    photos = precision.inputs(
+        torch.randint(0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(3)).float().to(device))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    with torch.inference_mode(), autocast():
+    with torch.inference_mode(), precision.autocast(device):
         with FlopCounterMode(display=False) as counter:
             out = G(photos / 127.5 - 1.0).float()
         res.finite = bool(torch.isfinite(out).all())
@@ -167,8 +174,7 @@ def measure_translate(mode: str, args: argparse.Namespace) -> Result:
         sync(device)
     res.seconds = (time.perf_counter() - start) / args.translate_batches
     res.peak_mib = peak_mib(device)
-    mm2 = matmul(MATMUL_N, MATMUL_REPS, device)
-    res.matmul_gflops = (mm[0] + mm2[0]) / (mm[1] + mm2[1]) / 1e9
+    set_ceilings(res, mm, ceilings(device))
     return res
 
 
@@ -189,7 +195,8 @@ def in_child(fn, *fn_args):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="128,256")
-    ap.add_argument("--modes", default="fp32,channels_last", help=f"from {', '.join(MODES)}; fp32 (the baseline) always runs")
+    ap.add_argument("--model", default="cyclegan", choices=tuple(RECIPES))
+    ap.add_argument("--modes", default="fp32,auto", help=f"from {', '.join(MODES)}; fp32 (the baseline) always runs")
     ap.add_argument("--steps", type=int, default=1, help="timed training steps per row, after 1 warm-up")
     defaults = CycleGANParams()
     ap.add_argument("--g-blocks", type=int, default=defaults.g_blocks, choices=[6, 9])
@@ -228,31 +235,36 @@ def main() -> None:
 
     load = " ".join(f"{x:.2f}" for x in load_before) + " -> " + " ".join(f"{x:.2f}" for x in os.getloadavg())
     mem = "RSS" if device.type == "cpu" else "CUDA alloc"
-    print(f"\nCycleGAN g_blocks {args.g_blocks}, ngf {args.ngf}, ndf {args.ndf}, batch 1; device {device}, "
+    print(f"\n{args.model} g_blocks {args.g_blocks}, ngf {args.ngf}, ndf {args.ndf}, batch 1; device {device}, "
           f"{args.threads or torch.get_num_threads()} torch threads, OMP_WAIT_POLICY "
           f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, {os.cpu_count()} CPUs, loadavg {load}; {args.steps} timed "
           f"step(s) per row; {time.perf_counter() - start:.0f} s")
-    print(f"matmul 1024^2 (own child, before the rows): fp32 {f32:.1f} GFLOP/s, bf16 {b16:.1f} GFLOP/s")
-    print(f"| px | mode | step s | speed-up vs fp32 | GFLOP/step | GFLOP/s | matmul GFLOP/s | % of matmul "
+    print(f"matmul 1024^2 (own child, before the rows): fp32 {f32:.1f} GFLOP/s, bf16 {b16:.1f} GFLOP/s; "
+          f"CPU flags: {cpu_flags()}")
+    for r in train + translate:
+        if r.mode not in ("fp32", "channels_last"):
+            print(f"  {r.kind} {r.mode}: {r.precision}")
+    print(f"| px | mode | step s | speed-up vs fp32 | GFLOP/step | GFLOP/s | matmul fp32 / bf16 GFLOP/s "
           f"| loss/G step 0 | finite | idle {mem} MiB | peak {mem} MiB | peak vs fp32 |\n"
-          "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+          "|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     base = {r.size: r for r in train if r.mode == "fp32"}
     for r in train:
         b, rate = base[r.size], r.flops / r.seconds / 1e9
         print(f"| {r.size} | {r.mode} | {r.seconds:.2f} | {b.seconds / r.seconds:.2f}x | {r.flops / 1e9:.0f} | "
-              f"{rate:.1f} | {r.matmul_gflops:.1f} | {100 * rate / r.matmul_gflops:.1f} | {r.first_loss:.4f} | "
+              f"{rate:.1f} | {r.matmul_gflops:.0f} / {r.matmul_bf16_gflops:.0f} | {r.first_loss:.4f} | "
               f"{'yes' if r.finite else 'NO'} | {r.idle_mib:.0f} | {r.peak_mib:.0f} | {r.peak_mib / b.peak_mib:.2f}x |")
     if translate:
         print(f"\ntranslation, G_AB alone: batch {args.translate_batch} at {args.translate_size} px, "
               f"{args.translate_batches} timed batch(es) per row")
-        print(f"| mode | s/batch | img/s | speed-up vs fp32 | GFLOP/img | GFLOP/s | % of matmul | finite "
-              f"| peak {mem} MiB |\n|---|---:|---:|---:|---:|---:|---:|---|---:|")
+        print(f"| mode | s/batch | img/s | speed-up vs fp32 | GFLOP/img | GFLOP/s | matmul fp32 / bf16 GFLOP/s "
+              f"| finite | peak {mem} MiB |\n|---|---:|---:|---:|---:|---:|---:|---|---:|")
         b = translate[0]
         for r in translate:
             rate = r.flops / r.seconds / 1e9
             print(f"| {r.mode} | {r.seconds:.2f} | {args.translate_batch / r.seconds:.2f} | "
                   f"{b.seconds / r.seconds:.2f}x | {r.flops / args.translate_batch / 1e9:.1f} | {rate:.1f} | "
-                  f"{100 * rate / r.matmul_gflops:.1f} | {'yes' if r.finite else 'NO'} | {r.peak_mib:.0f} |")
+                  f"{r.matmul_gflops:.0f} / {r.matmul_bf16_gflops:.0f} | {'yes' if r.finite else 'NO'} | "
+                  f"{r.peak_mib:.0f} |")
 
 
 if __name__ == "__main__":
