@@ -43,7 +43,7 @@ class ScrapeParams(Section):
     public_domain_only: bool = Field(True, description="keep only paintings marked 'Public domain'")
     image_size: Literal["Large", "HD", "original"] = Field("Large", description="WikiArt size suffix")
     image_hosts: list[str] = Field(["*.wikiart.org"], description="glob patterns of hosts images may come from")
-    max_paintings: int | None = Field(2000, gt=0, description="stop after keeping this many; null = no cap")
+    max_paintings: int | None = Field(2000, ge=0, description="stop after keeping this many; 0 = none (real Monets only: no request, local_dir unread); null = no cap")
     max_image_mb: float = Field(20.0, gt=0, description="reject image bodies larger than this, in MiB")
     rate_limit: RateLimit = RateLimit()
     retries: int = Field(5, ge=0, description="retries per request on timeouts, resets, 429 and 5xx")

@@ -35,7 +35,9 @@ def run(params: Params, *, progress: bool = True) -> RankSummary:
     device = pick_device(params.device)
     paintings = list_images(PROCESSED / "paintings")
     if not paintings:
-        log.warning("no paintings in %s: the ranked set is empty", PROCESSED / "paintings")
+        # the real-Monets-only path (scrape.max_paintings: 0, or nothing usable scraped): empty, valid outputs
+        log.warning("no paintings in %s: the ranked set is empty (later stages use the real Monets alone)",
+                    PROCESSED / "paintings")
         scores = np.zeros(0)
     else:
         scores = score_images(params, paintings, device, progress=progress)
@@ -43,7 +45,7 @@ def run(params: Params, *, progress: bool = True) -> RankSummary:
     with atomic_path(RANKED / "scores.csv") as tmp:
         table.to_csv(tmp, index=False)
     kept = write_top(table, p.top_n, RANKED / "top")
-    rank_sheet(table, REPORTS / "rank_sheet.png")
+    rank_sheet(table, REPORTS / "rank_sheet.png", empty_note=f"nothing to rank: no paintings in {PROCESSED / 'paintings'}")
     method = p.method if p.method == "clip" else f"exemplar/{p.features}"
     return RankSummary(len(paintings), len(kept), method)
 

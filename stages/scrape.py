@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from lowshot.scrape.scraper import MANIFEST_COLUMNS, ScrapeFilters, ScrapeSummar
 from lowshot.sources import copy_local
 from stages.paths import SCRAPED
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class LocalSummary:
@@ -27,7 +30,10 @@ class LocalSummary:
 
 def run(params: Params, *, progress: bool = True) -> ScrapeSummary | LocalSummary:
     p = params.scrape
-    if p.local_dir:
+    if p.max_paintings == 0:
+        log.warning("scrape.max_paintings is 0: no paintings (WikiArt not asked); the pipeline runs on the "
+                    "real Monets alone")
+    elif p.local_dir:
         return _from_folder(Path(p.local_dir))
     client = HttpClient(
         timeout_s=p.timeout_s,

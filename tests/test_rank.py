@@ -314,3 +314,24 @@ def test_inception_exemplars_rank_monets_above_photos():
     precision = table.head(40)["id"].isin(monet_ids).mean()
     print(f"precision@40 of Monets (Inception exemplars, k=5): {precision:.3f}")
     assert precision > 0.8
+
+
+def test_rank_stage_without_paintings_writes_empty_valid_outputs(tmp_path, monkeypatch):
+    """The real-Monets-only path: no paintings is a warning, and every output is still written."""
+    import pandas as pd
+
+    from lowshot.params import parse_params
+    from stages import rank as stage
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/processed/paintings").mkdir(parents=True)
+    write_images(tmp_path / "data/ranked/top", 2)  # a previous run's top set must not survive
+    # CLIP with weights that cannot exist: nothing may be loaded when there is nothing to rank
+    params = parse_params({"rank": {"method": "clip", "pretrained": str(tmp_path / "missing.pt")}})
+    summary = stage.run(params, progress=False)
+    assert (summary.scored, summary.kept) == (0, 0)
+    scores = pd.read_csv(tmp_path / "data/ranked/scores.csv")
+    assert list(scores.columns) == ["id", "path", "score", "rank"] and len(scores) == 0
+    assert list((tmp_path / "data/ranked/top").iterdir()) == []
+    sheet = np.asarray(PIL.Image.open(tmp_path / "reports/rank_sheet.png").convert("L"))
+    assert sheet.min() < 100  # it says there was nothing to rank

@@ -185,3 +185,22 @@ def test_local_dir_replaces_wikiart_with_your_own_paintings(tmp_path, monkeypatc
     manifest = pd.read_csv(tmp_path / "data/scraped/manifest.csv")
     assert list(manifest["width"]) == [30, 31, 32]
     assert all((tmp_path / p).is_file() for p in manifest["path"])
+
+
+def test_max_paintings_zero_asks_nothing_and_writes_an_empty_manifest(tmp_path, monkeypatch):
+    from lowshot.params import parse_params
+    from stages import scrape as stage
+
+    with FakeWikiArt() as site:
+        run_scrape(site, tmp_path / "data/scraped", max_paintings=2)  # a previous scrape's images and manifest
+        n_before = len(site.requests)
+        monkeypatch.chdir(tmp_path)
+        # local_dir is not read either: 0 paintings means none from anywhere
+        params = parse_params({"scrape": {"base_url": site.base_url, "max_paintings": 0,
+                                          "local_dir": str(tmp_path / "nowhere")}})
+        summary = stage.run(params, progress=False)
+        assert len(site.requests) == n_before
+    assert summary.kept == 0
+    m = manifest(tmp_path / "data/scraped")
+    assert list(m.columns) == MANIFEST_COLUMNS and len(m) == 0
+    assert list((tmp_path / "data/scraped/images").iterdir()) == []

@@ -160,7 +160,8 @@ def scrape(site: WikiArt, filters: ScrapeFilters, out_dir: Path, *, workers: int
     fetched = _JsonLines(out_dir / "fetched.jsonl")
     summary = ScrapeSummary(http=site.client.stats)
 
-    candidates = _candidates(site, filters, summary, progress)
+    # max_paintings 0 asks for no painting at all: not even the artist lists are requested
+    candidates = [] if filters.max_paintings == 0 else _candidates(site, filters, summary, progress)
     rows: list[dict] = []
     seen_sha: dict[str, str] = {}
 
