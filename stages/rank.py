@@ -70,11 +70,12 @@ def _exemplar(params: Params, paintings, device, progress: bool) -> np.ndarray:
     exemplars = list_images(PROCESSED / "monet_train")
     if not exemplars:
         raise ValueError(f"rank.method exemplar needs the real Monets in {PROCESSED / 'monet_train'}, found none")
-    if p.features == "inception":
+    if p.features in ("inception", "inception_style"):
         from lowshot.metrics.cache import cached_features
         from lowshot.metrics.inception import InceptionFeatures
+        from lowshot.rank.inception_taps import InceptionStyle
 
-        extractor = InceptionFeatures(device)
+        extractor = InceptionFeatures(device) if p.features == "inception" else InceptionStyle(device)
         kw = dict(cache_dir=FEATURE_CACHE, extractor=extractor, batch_size=p.batch_size, workers=p.workers,
                   progress=progress)
         corpus, refs = cached_features(paintings, **kw), cached_features(exemplars, **kw)
