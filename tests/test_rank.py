@@ -116,7 +116,7 @@ def test_clip_missing_or_bad_checkpoint_is_a_clear_error(tmp_path):
     name = register_tiny_config()
     with pytest.raises(ClipWeightsError, match="rank.pretrained") as err:
         ClipScorer(name, str(tmp_path / "nowhere.pt"), device="cpu")
-    assert "rank.features: inception" in str(err.value) and "nowhere.pt" in str(err.value)
+    assert "rank.features: inception_style" in str(err.value) and "nowhere.pt" in str(err.value)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"\x00" * 64)
     with pytest.raises(ClipWeightsError, match="(?s)garbage.pt.*rank.pretrained"):
@@ -339,7 +339,7 @@ def test_image_grid_from_tensor_maps_minus_one_to_black_and_one_to_white(tmp_pat
 
 
 # --------------------------------------------------------------------------------------------
-# Real images: Inception exemplar ranking (rank.method: exemplar, rank.features: inception)
+# Real images: Inception exemplar ranking (rank.method: exemplar, rank.features: inception and inception_style)
 
 @pytest.mark.slow
 def test_inception_exemplars_rank_monets_above_photos():
