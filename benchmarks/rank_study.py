@@ -265,6 +265,9 @@ def methods(only: set[str] | None, slow: bool) -> list[Method]:
     found = [Method("baseline: knn pool3 k=5 (before)", lambda c, e: knn(c[POOL3[0]], e[POOL3[0]], 5), [{}]),
              Method("now: knn inception_style k=5 (fixed)",
                     lambda c, e: knn(view(c, STYLE_TAPS, 1.0), view(e, STYLE_TAPS, 1.0), 5), [{}])]
+    found += [Method(f"now, other top_k: k={k} (fixed)",
+                     lambda c, e, k=k: knn(view(c, STYLE_TAPS, 1.0), view(e, STYLE_TAPS, 1.0), k), [{}])
+              for k in (1, 3, 10, 30)]
     found += [knn_method(label, names) for label, names in VIEWS.items()]
     found += [knn_method(style, VIEWS[style], mirror=(False, True))]
     found += [whiten_method(label, VIEWS[label]) for label in ("pool3", "pool3+6e mean+std")]
