@@ -17,6 +17,14 @@ over a few windows "mean req/s" (requests / elapsed) exceeds N/W; "steady req/s"
 after the first N, over the time from the N-th arrival to the last) is the figure to compare with
 N/W, ideally N/(W + 0.05).
 The pipeline's own default is 10 per 5 s (WikiArt's stated limit); 1 s windows keep this run short.
+
+Restarts (`--restarts K`, 0 to skip): `lowshot scrape` processes in a temporary project, each SIGKILLed
+right after its k-th request reaches the server and started again at once, K times (tests/test_scrape.py's
+`kill_restart_cycles`), at `--restart-limit` (its window longer than a restart, ~1.5 s). With the request
+log (`data/scraped/request_starts.log`, the stage's default) the new process waits for the old one's
+starts; the baseline deletes the log before each restart, as the scraper did before it existed. Also
+the cost of keeping the log: microseconds per `RateLimiter.acquire` with and without `state_file`, at a
+limit high enough never to wait.
 """
 
 from __future__ import annotations
@@ -36,7 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the fake WikiArt and max_in_window live with the tests
 
 from test_http import max_in_window
-from wikiart_server import FakeWikiArt
+from test_scrape import kill_restart_cycles, restart_params
+from wikiart_server import FakeWikiArt, many_landscapes
 
 from lowshot.http import HttpClient, HttpError, RateLimiter, RetryPolicy
 from lowshot.scrape.scraper import ScrapeFilters, WikiArt, scrape
@@ -97,6 +106,39 @@ def run_scrape(limit: tuple[int, float], workers: int) -> dict:
     return {"requests": len(times), "elapsed": elapsed, "times": times, "refused": refused, "failed": 0 if ok else -1}
 
 
+def run_restarts(limit: tuple[int, float], restarts: int, keep_log: bool) -> dict:
+    """`restarts` kill-and-restart cycles of the scrape stage; the server enforces `limit` itself."""
+    n, window = limit
+    kill_after = [(n, 1, n // 2, n - 1, 5)[i % 5] for i in range(restarts)]
+    with FakeWikiArt(artists=many_landscapes(60 * restarts), movements=["impressionism"], page_size=100,
+                     rate_limit=limit) as site, tempfile.TemporaryDirectory() as tmp:
+        cwd = Path(tmp)
+        restart_params(cwd, site, n, window)
+        log_file = cwd / "data/scraped/request_starts.log"
+        start = time.perf_counter()
+        killed = kill_restart_cycles(site, cwd, kill_after,
+                                     before_restart=lambda: None if keep_log else log_file.unlink(missing_ok=True))
+        elapsed = time.perf_counter() - start
+        times = sorted(r.t for r in site.requests)
+        refused = sum(r.status == 403 for r in site.requests)
+    ended = killed.count(False)  # a process whose requests were refused can finish before its kill
+    return {"requests": len(times), "elapsed": elapsed, "times": times, "refused": refused, "failed": 0,
+            "note": f"{ended} ended before the kill" if ended else ""}
+
+
+def acquire_cost(count: int) -> dict[str, float]:
+    """Microseconds per RateLimiter.acquire that never waits, without and with the request log."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, state in (("in memory", None), ("request log", Path(tmp) / "request_starts.log")):
+            limiter = RateLimiter(10, 1e-9, margin_s=0.0, state_file=state)
+            start = time.perf_counter()
+            for _ in range(count):
+                limiter.acquire()
+            out[label] = (time.perf_counter() - start) / count * 1e6
+    return out
+
+
 def parse_limit(text: str) -> tuple[int, float]:
     n, w = text.split("/")
     return int(n), float(w)
@@ -108,6 +150,8 @@ def main() -> None:
     ap.add_argument("--threads", default="1,4,8", help="comma-separated thread counts")
     ap.add_argument("--windows", type=int, default=4, help="requests per row = windows * N")
     ap.add_argument("--scrape-workers", default="4,8", help="workers of the end-to-end scrape rows ('' for none)")
+    ap.add_argument("--restarts", type=int, default=6, help="kill-and-restart cycles of the stage (0: skip)")
+    ap.add_argument("--restart-limit", default="30/3", help="N/W of the restart rows")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     limits = [parse_limit(t) for t in args.limits.split(",")]
@@ -123,6 +167,10 @@ def main() -> None:
     n, w = limits[0]
     for workers in [int(x) for x in args.scrape_workers.split(",") if x]:
         rows.append((f"{n} per {w:g} s", "scrape() fake corpus", workers, n, w, run_scrape((n, w), workers)))
+    if args.restarts:
+        n, w = parse_limit(args.restart_limit)
+        for keep_log, label in ((True, f"{args.restarts} kills, request log"), (False, f"{args.restarts} kills, no log")):
+            rows.append((f"{n} per {w:g} s", label, 4, n, w, run_restarts((n, w), args.restarts, keep_log)))
 
     print(f"\nloadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs; "
           f"steady = requests after the first N / their arrival span; limit holds if max in window <= N")
@@ -137,8 +185,14 @@ def main() -> None:
         ok = "yes" if worst <= n else "NO"
         if r["failed"]:
             ok += f" ({r['failed']} failed)" if r["failed"] > 0 else " (wrong kept set)"
+        if r.get("note"):
+            ok += f" ({r['note']})"
         print(f"{label:<11} {client:<22} {t:>7} {r['requests']:>8} {r['elapsed']:>9.2f} "
               f"{r['requests'] / r['elapsed']:>10.1f} {steady:>12.2f} {worst:>8} / {n:<2} {r['refused']:>4}  {ok}")
+    if args.restarts:
+        cost = acquire_cost(2000)
+        print("\nRateLimiter.acquire (never waiting), microseconds per request: "
+              + ", ".join(f"{k} {v:.0f}" for k, v in cost.items()))
 
 
 if __name__ == "__main__":

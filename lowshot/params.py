@@ -43,7 +43,7 @@ class ScrapeParams(Section):
     public_domain_only: bool = Field(True, description="keep only paintings marked 'Public domain'")
     image_size: Literal["Large", "HD", "original"] = Field("Large", description="WikiArt size suffix")
     image_hosts: list[str] = Field(["*.wikiart.org"], description="glob patterns of hosts images may come from")
-    max_paintings: int | None = Field(2000, gt=0, description="stop after keeping this many; null = no cap")
+    max_paintings: int | None = Field(2000, ge=0, description="stop after keeping this many; 0 = none (real Monets only: no request, local_dir unread); null = no cap")
     max_image_mb: float = Field(20.0, gt=0, description="reject image bodies larger than this, in MiB")
     rate_limit: RateLimit = RateLimit()
     retries: int = Field(5, ge=0, description="retries per request on timeouts, resets, 429 and 5xx")
@@ -111,7 +111,9 @@ class RankParams(Section):
     pretrained: str | None = Field("openai", description="open_clip pretrained tag (downloaded, cached) or a local checkpoint path")
     prompts: list[str] = Field(["monet painting"], min_length=1, description="score = mean cosine similarity to these ...")
     negative_prompts: list[str] = Field([], description="... minus the mean similarity to these")
-    features: Literal["clip", "inception"] = Field("clip", description="exemplar space; inception needs no CLIP weights")
+    features: Literal["clip", "inception", "inception_style"] = Field(
+        "clip", description="exemplar space: clip; inception (FID pool3); inception_style (channel means and stds "
+                            "of three Inception blocks: the best offline ranker, no CLIP weights needed)")
     top_k: int = Field(5, ge=1, description="exemplar score = mean of the top-k similarities to the real Monets")
     center: bool = Field(True, description="exemplar similarities measured around the corpus mean feature")
     top_n: int = Field(400, ge=1, description="keep the best N scraped paintings")

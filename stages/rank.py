@@ -35,7 +35,9 @@ def run(params: Params, *, progress: bool = True) -> RankSummary:
     device = pick_device(params.device)
     paintings = list_images(PROCESSED / "paintings")
     if not paintings:
-        log.warning("no paintings in %s: the ranked set is empty", PROCESSED / "paintings")
+        # the real-Monets-only path (scrape.max_paintings: 0, or nothing usable scraped): empty, valid outputs
+        log.warning("no paintings in %s: the ranked set is empty (later stages use the real Monets alone)",
+                    PROCESSED / "paintings")
         scores = np.zeros(0)
     else:
         scores = score_images(params, paintings, device, progress=progress)
@@ -43,7 +45,7 @@ def run(params: Params, *, progress: bool = True) -> RankSummary:
     with atomic_path(RANKED / "scores.csv") as tmp:
         table.to_csv(tmp, index=False)
     kept = write_top(table, p.top_n, RANKED / "top")
-    rank_sheet(table, REPORTS / "rank_sheet.png")
+    rank_sheet(table, REPORTS / "rank_sheet.png", empty_note=f"nothing to rank: no paintings in {PROCESSED / 'paintings'}")
     method = p.method if p.method == "clip" else f"exemplar/{p.features}"
     return RankSummary(len(paintings), len(kept), method)
 
@@ -68,11 +70,12 @@ def _exemplar(params: Params, paintings, device, progress: bool) -> np.ndarray:
     exemplars = list_images(PROCESSED / "monet_train")
     if not exemplars:
         raise ValueError(f"rank.method exemplar needs the real Monets in {PROCESSED / 'monet_train'}, found none")
-    if p.features == "inception":
+    if p.features in ("inception", "inception_style"):
         from lowshot.metrics.cache import cached_features
         from lowshot.metrics.inception import InceptionFeatures
+        from lowshot.rank.inception_taps import InceptionStyle
 
-        extractor = InceptionFeatures(device)
+        extractor = InceptionFeatures(device) if p.features == "inception" else InceptionStyle(device)
         kw = dict(cache_dir=FEATURE_CACHE, extractor=extractor, batch_size=p.batch_size, workers=p.workers,
                   progress=progress)
         corpus, refs = cached_features(paintings, **kw), cached_features(exemplars, **kw)

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import PIL.Image
 
-from lowshot.fsutil import atomic_path, sha256_file
+from lowshot.fsutil import sha256_file
 from lowshot.http import HttpClient, RateLimiter, RetryPolicy
+from lowshot.manifest import relative_path, write_manifest
 from lowshot.params import Params
 from lowshot.scrape.scraper import MANIFEST_COLUMNS, ScrapeFilters, ScrapeSummary, WikiArt, scrape
 from lowshot.sources import copy_local
 from stages.paths import SCRAPED
+
+log = logging.getLogger(__name__)
+
+# the recent request starts, beside the manifest (RateLimiter's state_file): a scrape killed and started
+# again at once still keeps the limit in every window
+REQUEST_LOG = SCRAPED / "request_starts.log"
 
 
 @dataclass
@@ -27,12 +35,15 @@ class LocalSummary:
 
 def run(params: Params, *, progress: bool = True) -> ScrapeSummary | LocalSummary:
     p = params.scrape
-    if p.local_dir:
+    if p.max_paintings == 0:
+        log.warning("scrape.max_paintings is 0: no paintings (WikiArt not asked); the pipeline runs on the "
+                    "real Monets alone")
+    elif p.local_dir:
         return _from_folder(Path(p.local_dir))
     client = HttpClient(
         timeout_s=p.timeout_s,
         retry=RetryPolicy(retries=p.retries, backoff_s=p.backoff_s, max_backoff_s=p.max_backoff_s),
-        rate_limiter=RateLimiter(p.rate_limit.requests, p.rate_limit.per_seconds),
+        rate_limiter=RateLimiter(p.rate_limit.requests, p.rate_limit.per_seconds, state_file=REQUEST_LOG),
     )
     filters = ScrapeFilters(
         movements=tuple(p.movements),
@@ -57,8 +68,7 @@ def _from_folder(folder: Path) -> LocalSummary:
     for path in images:
         with PIL.Image.open(path) as im:
             width, height = im.size
-        rows.append({"id": path.stem, "image_url": (folder / path.name).as_posix(), "path": path.as_posix(),
+        rows.append({"id": path.stem, "image_url": (folder / path.name).as_posix(), "path": relative_path(path),
                      "sha256": sha256_file(path), "width": width, "height": height})
-    with atomic_path(SCRAPED / "manifest.csv") as tmp:
-        pd.DataFrame(rows, columns=MANIFEST_COLUMNS).to_csv(tmp, index=False)
+    write_manifest(pd.DataFrame(rows, columns=MANIFEST_COLUMNS), SCRAPED / "manifest.csv")
     return LocalSummary(len(images), str(folder))

@@ -57,6 +57,73 @@ def test_rate_limit_with_a_fake_clock_never_exceeds():
     assert max_in_window(starts, 5.0) == 10
 
 
+class FakeClocks:
+    """One process's clocks: its own monotonic origin, a wall clock shared by every process."""
+
+    def __init__(self, wall: list[float], mono_origin: float) -> None:
+        self.wall, self.origin = wall, mono_origin
+
+    def mono(self) -> float:
+        return self.wall[0] - self.origin
+
+    def sleep(self, s: float) -> None:
+        self.wall[0] += s
+
+    def limiter(self, state_file, requests=10, per_seconds=5.0) -> RateLimiter:
+        return RateLimiter(requests, per_seconds, clock=self.mono, sleep=self.sleep, wall_clock=lambda: self.wall[0],
+                           state_file=state_file)
+
+
+def recorded(state) -> list[float]:
+    return [float(x) for x in state.read_text().splitlines()]
+
+
+def test_a_restarted_limiter_waits_for_the_starts_of_the_one_before(tmp_path):
+    wall = [1_000.0]
+    state = tmp_path / "starts.txt"
+    limiter = FakeClocks(wall, mono_origin=900.0).limiter(state)
+    starts = []
+    for _ in range(7):
+        limiter.acquire()
+        starts.append(wall[0])
+        # recorded before acquire returned, i.e. before the request could be sent
+        assert recorded(state)[-1] == pytest.approx(wall[0])
+        wall[0] += 0.1
+    # "killed"; a new process (another monotonic origin) starts at once and asks for 20 more
+    second = FakeClocks(wall, mono_origin=-5_000.0).limiter(state)
+    for _ in range(20):
+        second.acquire()
+        starts.append(wall[0])
+    assert max_in_window(starts, 5.0) == 10
+    # without the log the new process would have started 10 at once: 17 in one window
+
+
+def test_request_log_stays_short_and_survives_a_cut_line(tmp_path, caplog):
+    wall = [0.0]
+    state = tmp_path / "starts.txt"
+    limiter = FakeClocks(wall, 0.0).limiter(state, requests=3, per_seconds=1.0)
+    for _ in range(2 * RateLimiter.COMPACT_EVERY):
+        limiter.acquire()
+    assert len(recorded(state)) < RateLimiter.COMPACT_EVERY  # compacted now and then, never only growing
+    # a kill in the middle of an append leaves a cut last line: that request was never sent
+    last = recorded(state)[-3:]
+    with open(state, "a") as f:
+        f.write("junk\n" + f"{wall[0]:.6f}"[:4])
+    again = FakeClocks(wall, 0.0).limiter(state, requests=3, per_seconds=1.0)
+    assert "skipping unreadable line 'junk'" in caplog.text
+    assert recorded(state) == pytest.approx(last)  # compacted at start: clean lines, the last 3 starts
+    again.acquire()
+    assert wall[0] >= last[0] + 1.0
+
+
+def test_request_log_from_the_future_counts_as_now(tmp_path):
+    state = tmp_path / "starts.txt"
+    state.write_text("150.0\n150.5\n")  # the wall clock stepped back 100 s since these were written
+    wall = [50.0]
+    FakeClocks(wall, 0.0).limiter(state, requests=2, per_seconds=1.0).acquire()
+    assert wall[0] >= 51.0  # never taken as long ago
+
+
 def test_backoff_is_capped_jittered_and_yields_to_retry_after():
     policy = RetryPolicy(retries=8, backoff_s=1.0, max_backoff_s=10.0, rng=random.Random(0))
     delays = [policy.delay(a, None) for a in range(1, 9)]

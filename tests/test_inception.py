@@ -139,3 +139,37 @@ def test_evaluate_sets_scores_present_sets_and_reports_missing_ones(tmp_path, ca
     _write_images(tmp_path / "one", [15])
     with pytest.raises(ValueError, match=re.escape(str(tmp_path / "one"))):
         evaluate_sets({"gen": gen}, tmp_path / "one", cache_dir=tmp_path / "cache", device="cpu")
+
+
+# --------------------------------------------------------------------------------------------
+# Intermediate layers (lowshot.rank.inception_taps)
+
+
+def test_taps_of_intermediate_layers_and_pool3_identity(tmp_path):
+    from lowshot.rank.inception_taps import InceptionTaps, tap_dim
+
+    paths = _write_images(tmp_path, [1, 2])
+    taps = InceptionTaps(("mixed_7c:mean", "mixed_6e:std", "conv_4a:gram"))
+    feats = taps.extract(paths, workers=0, progress=False)
+    assert feats.shape == (2, 2048 + 768 + 192 * 193 // 2) == (2, taps.dim)
+    assert tap_dim("mixed_6e:mean") == 768 and taps.slices["mixed_6e:std"] == slice(2048, 2048 + 768)
+    # the spatial mean of the last block is the FID pool3 feature itself
+    pool3 = InceptionFeatures("cpu").extract(paths, workers=0, progress=False)
+    np.testing.assert_allclose(feats[:, taps.slices["mixed_7c:mean"]], pool3, rtol=1e-5, atol=1e-5)
+    gram = feats[:, taps.slices["conv_4a:gram"]]
+    assert (feats[:, taps.slices["mixed_6e:std"]] >= 0).all() and np.isfinite(gram).all()
+    assert taps.id != InceptionFeatures.id and "conv_4a:gram" in taps.id  # caches never mix them up
+    with pytest.raises(ValueError, match="mixed_6e"):
+        InceptionTaps(("mixed_6f:mean",))
+    with pytest.raises(ValueError, match="gram"):
+        InceptionTaps(("pool3:max",))
+
+
+def test_tap_statistics_of_a_known_activation():
+    from lowshot.rank.inception_taps import describe
+
+    act = torch.tensor([[1.0, 3.0], [2.0, 2.0]]).reshape(1, 2, 1, 2)  # 2 channels over 2 positions
+    torch.testing.assert_close(describe(act, "mean"), torch.tensor([[2.0, 2.0]]))
+    torch.testing.assert_close(describe(act, "std"), torch.tensor([[1.0, 0.0]]))
+    # Gram F F^T / positions, upper triangle row by row: (1+9)/2, (2+6)/2, (4+4)/2
+    torch.testing.assert_close(describe(act, "gram"), torch.tensor([[5.0, 4.0, 4.0]]))

@@ -69,28 +69,41 @@ def ran(out: subprocess.CompletedProcess) -> set[str]:
     return {s for s in STAGES if f"Running stage '{s}'" in text}
 
 
-def test_dvc_repro_caches_and_experiments_rerun_only_what_changed(tmp_path):
-    repo = copy_repo(tmp_path / "repo")
+def write_tiny_params(repo: Path, tmp_path: Path, scrape: dict) -> None:
+    """params.yaml with tiny images and networks, local photos and Monets, and `scrape` overrides."""
     photos = image_folder(tmp_path / "photos", 6, (320, 240), 1, real="photos")
     monets = image_folder(tmp_path / "monets", 8, (300, 300), 2, real="monet-pool120")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["scrape"].update(scrape)
+    params["fetch"]["photos"] = {"source": str(photos), "sha256": None, "subdirs": None}
+    params["fetch"]["monet"] = {"source": str(monets), "sha256": None, "subdirs": None}
+    params["preprocess"].update(size=64, monet_train_count=5, workers=1, min_side=64)
+    # offline ranking: exemplars in Inception space need no CLIP weights
+    params["rank"].update(method="exemplar", features="inception", top_n=4, workers=0)
+    params["train"].update(resolution=32, batch=4, kimg=0.008, tick_kimg=0.004, snapshot_kimg=0.004, channels=8,
+                           fid_every_kimg=0.008, fid_images=4, grid_size=4, workers=1)
+    params["generate"].update(count=8, keep=4, batch_size=4)
+    params["cyclegan"].update(size=32, g_blocks=6, ngf=8, ndf=8, epochs=1, decay_epochs=1, epoch_images=4,
+                              batch=2, eval_images=4, grid_size=2, workers=1)
+    params["translate"].update(batch_size=4)
+    params["evaluate"].update(kid_subsets=10, workers=0)
+    params["device"] = "cpu"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def declared_outputs(repo: Path) -> list[str]:
+    """Every path dvc.yaml declares as a stage's out, metric or plot."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    return [next(iter(entry)) if isinstance(entry, dict) else entry
+            for stage in stages.values() for kind in ("outs", "metrics", "plots") for entry in stage.get(kind, [])]
+
+
+def test_dvc_repro_caches_and_experiments_rerun_only_what_changed(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
     with FakeWikiArt() as site:
-        params = yaml.safe_load((repo / "params.yaml").read_text())
-        params["scrape"].update(base_url=site.base_url, movements=list(site.movements), rate_limit={"requests": 50, "per_seconds": 1.0},
-                                backoff_s=0.01, max_backoff_s=2.0, workers=2)
-        params["fetch"]["photos"] = {"source": str(photos), "sha256": None, "subdirs": None}
-        params["fetch"]["monet"] = {"source": str(monets), "sha256": None, "subdirs": None}
-        params["preprocess"].update(size=64, monet_train_count=5, workers=1, min_side=64)
-        # offline ranking: exemplars in Inception space need no CLIP weights
-        params["rank"].update(method="exemplar", features="inception", top_n=4, workers=0)
-        params["train"].update(resolution=32, batch=4, kimg=0.008, tick_kimg=0.004, snapshot_kimg=0.004, channels=8,
-                               fid_every_kimg=0.008, fid_images=4, grid_size=4, workers=1)
-        params["generate"].update(count=8, keep=4, batch_size=4)
-        params["cyclegan"].update(size=32, g_blocks=6, ngf=8, ndf=8, epochs=1, decay_epochs=1, epoch_images=4,
-                                  batch=2, eval_images=4, grid_size=2, workers=1)
-        params["translate"].update(batch_size=4)
-        params["evaluate"].update(kid_subsets=10, workers=0)
-        params["device"] = "cpu"
-        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        write_tiny_params(repo, tmp_path, dict(
+            base_url=site.base_url, movements=list(site.movements), rate_limit={"requests": 50, "per_seconds": 1.0},
+            backoff_s=0.01, max_backoff_s=2.0, workers=2))
 
         first = _sh(["dvc", "repro"], repo)
         assert ran(first) == set(STAGES)
@@ -151,3 +164,27 @@ def test_dvc_repro_caches_and_experiments_rerun_only_what_changed(tmp_path):
     (repo / "params.yaml").write_text(yaml.safe_dump(bad))
     failed = _sh(["lowshot", "preprocess"], repo, check=False)
     assert failed.returncode == 2 and "preprocess.sise is not a known key" in failed.stderr
+
+
+def test_real_monets_only_runs_every_stage_and_writes_every_output(tmp_path):
+    """scrape.max_paintings 0: no WikiArt at all (base_url points nowhere), an empty ranked set, and the
+    GAN and the translator trained on the real Monets alone."""
+    repo = copy_repo(tmp_path / "repo")
+    write_tiny_params(repo, tmp_path, dict(base_url="http://127.0.0.1:9", max_paintings=0, retries=0))
+    out = _sh(["dvc", "repro"], repo)
+    assert ran(out) == set(STAGES)
+    missing = [p for p in declared_outputs(repo) if not (repo / p).exists()]
+    assert not missing, f"declared outputs not written: {missing}"
+
+    assert len(pd.read_csv(repo / "data/scraped/manifest.csv")) == 0
+    assert list((repo / "data/processed/paintings").iterdir()) == []
+    scores = pd.read_csv(repo / "data/ranked/scores.csv")
+    assert len(scores) == 0 and list(scores.columns) == ["id", "path", "score", "rank"]
+    assert list((repo / "data/ranked/top").iterdir()) == []
+    assert "the ranked set is empty" in out.stdout + out.stderr
+    assert "Monet source data/ranked/top dropped: no images" in out.stdout + out.stderr
+    assert len(list((repo / "data/synthetic").glob("*.png"))) == 4
+    assert len(list((repo / "data/translated").glob("*.jpg"))) == 6
+    metrics = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert {s for s in ("monet_train", "ranked", "synthetic", "translated") if f"{s}.fid" in metrics} == {
+        "monet_train", "synthetic", "translated"}  # the empty ranked set is skipped, not an error

@@ -85,7 +85,7 @@ def test_awkward_files_are_processed_or_rejected_with_their_reason(tmp_path: Pat
     expected = awkward_corpus(tmp_path / "in")
     files = sorted((tmp_path / "in").iterdir())
     manifest, rejects = preprocess_images(files, tmp_path / "out" / "photos", size=SIZE, mode="squeeze",
-                                          dedupe_distance=None, workers=1, **LIMITS)
+                                          dedupe_distance=None, workers=1, root=tmp_path, **LIMITS)
     assert list(manifest.columns) == MANIFEST_COLUMNS and list(rejects.columns) == ["source", "reason"]
     got = {Path(s).stem: r for s, r in zip(rejects.source, rejects.reason)}
     got.update({i: None for i in manifest.id})
@@ -94,7 +94,9 @@ def test_awkward_files_are_processed_or_rejected_with_their_reason(tmp_path: Pat
     assert sorted(p.stem for p in out.glob("*.png")) == sorted(manifest.id)
     rows = manifest.set_index("id")
     assert rows.loc["exif6", ["width", "height"]].tolist() == [40, 80]  # the oriented original
-    assert rows.loc["exif6", "path"] == "photos/exif6.png" and rows.loc["exif6", "set"] == "photos"
+    # paths relative to the project root (here tmp_path), sources as well
+    assert rows.loc["exif6", "path"] == "out/photos/exif6.png" and rows.loc["exif6", "set"] == "photos"
+    assert rows.loc["exif6", "source"] == "in/exif6.jpg" and (rejects.source.str.startswith("in/")).all()
     exif6 = png(out / "exif6.png")
     assert exif6[2, 29, 0] > 200 and exif6[2, 29, 2] < 60  # red corner now top-right
     assert abs(int(png(out / "grey16.png")[16, 16, 0]) - 128) <= 1
@@ -108,7 +110,7 @@ def test_awkward_files_are_processed_or_rejected_with_their_reason(tmp_path: Pat
     # Given the manifest back, a rerun re-encodes nothing.
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*.png")}
     again, _ = preprocess_images(files, out, size=SIZE, mode="squeeze", dedupe_distance=None, workers=1,
-                                 previous=manifest, **LIMITS)
+                                 previous=manifest, root=tmp_path, **LIMITS)
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.png")} == mtimes
     pd.testing.assert_frame_equal(again, manifest)
 
@@ -172,8 +174,9 @@ STAGE = {"size": SIZE, "modes": {"paintings": "hybrid", "photos": "center_crop",
 @pytest.mark.slow
 def test_preprocess_all_end_to_end_incremental_and_stale(tmp_path: Path):
     inputs = stage_inputs(tmp_path / "raw")
-    out = tmp_path / "processed"
-    summary = preprocess_all(inputs, out, workers=2, **STAGE)
+    root = tmp_path / "project"
+    out = root / "data/processed"
+    summary = preprocess_all(inputs, out, workers=2, root=root, **STAGE)
 
     manifest = pd.read_csv(out / "manifest.csv", dtype={"id": str})
     rejects = pd.read_csv(out / "rejects.csv")
@@ -183,8 +186,9 @@ def test_preprocess_all_end_to_end_incremental_and_stale(tmp_path: Path):
     assert sorted(manifest[manifest.set == "monet_train"].id) == train
     assert manifest[manifest.set == "monet_ref"].id.tolist() == ref
     for row in manifest.itertuples():
-        assert png(out / row.path).shape == (SIZE, SIZE, 3)
-        assert row.path == f"{row.set}/{row.id}.png"
+        assert png(root / row.path).shape == (SIZE, SIZE, 3)
+        assert row.path == f"data/processed/{row.set}/{row.id}.png"  # relative to the project root
+        assert Path(row.source).is_absolute()  # outside the project root: absolute
     for name in ("paintings", "photos", "monet_train", "monet_ref"):
         assert sorted(p.stem for p in (out / name).glob("*.png")) == sorted(manifest[manifest.set == name].id)
     monet0_set = "monet_train" if "monet0" in train else "monet_ref"
@@ -195,27 +199,27 @@ def test_preprocess_all_end_to_end_incremental_and_stale(tmp_path: Path):
     paintings = manifest[manifest.set == "paintings"]
     assert paintings.aspect.nunique() == 1 and 1.4 < paintings.aspect.iloc[0] < 2.0  # the set's mean aspect
 
-    # Same inputs, fresh folder, one process: byte-identical outputs and manifest.
-    again = tmp_path / "again"
-    preprocess_all(inputs, again, workers=1, **STAGE)
+    # Same inputs, another project, one process: byte-identical outputs and manifest.
+    again = tmp_path / "again/data/processed"
+    preprocess_all(inputs, again, workers=1, root=tmp_path / "again", **STAGE)
     assert (again / "manifest.csv").read_bytes() == (out / "manifest.csv").read_bytes()
 
     # Rerun: nothing re-encoded, nothing touched.
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
-    summary = preprocess_all(inputs, out, workers=2, **STAGE)
+    summary = preprocess_all(inputs, out, workers=2, root=root, **STAGE)
     assert summary.written == 0 and summary.reused == 11 and summary.removed == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == mtimes
 
     # A photo leaves the input, another's PNG was damaged, the photos' mode changes for nothing else.
     (out / "photos" / "ph1.png").write_bytes(b"garbage")
-    summary = preprocess_all({**inputs, "photos": inputs["photos"][:2]}, out, workers=2, **STAGE)
+    summary = preprocess_all({**inputs, "photos": inputs["photos"][:2]}, out, workers=2, root=root, **STAGE)
     assert not (out / "photos" / "ph2.png").exists() and summary.removed == 1
     assert summary.written == 1 and png(out / "photos" / "ph1.png").shape == (SIZE, SIZE, 3)
-    summary = preprocess_all(inputs, out, workers=2, **{**STAGE, "modes": {**STAGE["modes"], "photos": "pad"}})
+    summary = preprocess_all(inputs, out, workers=2, root=root, **{**STAGE, "modes": {**STAGE["modes"], "photos": "pad"}})
     assert summary.written == 3 and summary.reused == 8
 
     # An empty set gives an empty folder, not an error.
-    summary = preprocess_all({"paintings": [], "photos": inputs["photos"]}, out, workers=1, **STAGE)
+    summary = preprocess_all({"paintings": [], "photos": inputs["photos"]}, out, workers=1, root=root, **STAGE)
     assert summary.images == {"monet_train": 0, "monet_ref": 0, "paintings": 0, "photos": 3}
     assert list((out / "paintings").iterdir()) == [] and list((out / "monet_ref").iterdir()) == []
     assert len(pd.read_csv(out / "manifest.csv")) == 3

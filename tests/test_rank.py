@@ -17,6 +17,7 @@ from lowshot.images.grid import LABEL_PX, image_grid, save_grid
 from lowshot.rank import exemplar
 from lowshot.rank.clip import ClipScorer, ClipWeightsError, register_tiny_config
 from lowshot.rank.exemplar import exemplar_scores
+from lowshot.rank.inception_taps import unit_blocks
 from lowshot.rank.ranking import TITLE_PX, rank_sheet, rank_table, write_top
 from conftest import shared_dataset
 
@@ -115,7 +116,7 @@ def test_clip_missing_or_bad_checkpoint_is_a_clear_error(tmp_path):
     name = register_tiny_config()
     with pytest.raises(ClipWeightsError, match="rank.pretrained") as err:
         ClipScorer(name, str(tmp_path / "nowhere.pt"), device="cpu")
-    assert "rank.features: inception" in str(err.value) and "nowhere.pt" in str(err.value)
+    assert "rank.features: inception_style" in str(err.value) and "nowhere.pt" in str(err.value)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"\x00" * 64)
     with pytest.raises(ClipWeightsError, match="(?s)garbage.pt.*rank.pretrained"):
@@ -190,6 +191,47 @@ def test_centred_scores_ignore_a_direction_every_feature_shares():
     assert not np.allclose(exemplar_scores(corpus + shift, exemplars + shift, top_k=3), centred, atol=1e-2)
     mean = corpus.mean(axis=0)
     assert np.allclose(centred, exemplar_scores(corpus - mean, exemplars - mean, top_k=3), atol=1e-6)
+
+
+def test_unit_blocks_weigh_every_block_equally():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(7, 10))
+    blocks = [slice(0, 3), slice(3, 10)]
+    out = unit_blocks(x, blocks)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(out[:, 3:], axis=1), np.sqrt(0.5), atol=1e-6)
+    loud = x.copy()
+    loud[:, 3:] *= 1000.0  # one block's scale is irrelevant
+    np.testing.assert_allclose(unit_blocks(loud, blocks), out, atol=1e-6)
+    root = unit_blocks(x, blocks, power=0.5)  # the signed square root, before the scaling
+    np.testing.assert_allclose(root, unit_blocks(np.sign(x) * np.sqrt(np.abs(x)), blocks), atol=1e-6)
+    with pytest.raises(ValueError):
+        unit_blocks(x, [])
+
+
+def r_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    return float(labels[np.argsort(-scores)[:int(labels.sum())]].mean())
+
+
+def test_a_quiet_style_block_is_heard_beside_a_loud_content_block():
+    """Monet-like images share a direction in a small 'style' block; a wide block with 100x larger values
+    varies the same way for everything. Equal block weights let the style block rank them; a plain
+    concatenation leaves the ranking to the loud block (about chance)."""
+    rng = np.random.default_rng(5)
+    style_dir = unit(rng.normal(size=32))
+
+    def images(n: int, monet: bool) -> np.ndarray:
+        style = rng.normal(size=(n, 32)) * 0.3 + (2.0 * style_dir if monet else 0.0)
+        return np.concatenate([style, 100.0 * rng.normal(size=(n, 64))], axis=1)
+
+    exemplars = images(10, True)
+    corpus = np.concatenate([images(20, True), images(60, False)])
+    labels = np.r_[np.ones(20), np.zeros(60)]
+    blocks = [slice(0, 32), slice(32, 96)]
+    balanced = exemplar_scores(unit_blocks(corpus, blocks), unit_blocks(exemplars, blocks), top_k=5, center=True)
+    plain = exemplar_scores(corpus, exemplars, top_k=5, center=True)
+    assert r_precision(balanced, labels) >= 0.9
+    assert r_precision(plain, labels) < 0.6
 
 
 def test_exemplar_bad_inputs():
@@ -297,20 +339,70 @@ def test_image_grid_from_tensor_maps_minus_one_to_black_and_one_to_white(tmp_pat
 
 
 # --------------------------------------------------------------------------------------------
-# Real images: Inception exemplar ranking (rank.method: exemplar, rank.features: inception)
+# Real images: Inception exemplar ranking (rank.method: exemplar, rank.features: inception and inception_style)
 
 @pytest.mark.slow
 def test_inception_exemplars_rank_monets_above_photos():
+    """On real images: pool3 exemplars find Monets among photos, the style descriptor finds more."""
     from lowshot.images.folder import list_images
-    from lowshot.metrics.inception import extract_features
+    from lowshot.rank.inception_taps import STYLE_TAPS, InceptionTaps
 
     exemplars = list_images(shared_dataset("monet-train30"))
     monets = list_images(shared_dataset("monet-pool120"))[:40]
     photos = list_images(shared_dataset("landscape-photos"))[:40]
-    feats = extract_features(exemplars + monets + photos, device="cpu", batch_size=32, workers=1, progress=False)
-    scores = exemplar_scores(feats[len(exemplars):], feats[:len(exemplars)], top_k=5)
-    table = rank_table(monets + photos, scores)
+    taps = InceptionTaps(("mixed_7c:mean", *STYLE_TAPS))  # pool3 and the style taps in one pass
+    feats = taps.extract(exemplars + monets + photos, batch_size=32, workers=1, progress=False)
+    pool3 = feats[:, taps.slices["mixed_7c:mean"]]
+    style = unit_blocks(feats, [taps.slices[t] for t in STYLE_TAPS])
+    n = len(exemplars)
     monet_ids = {p.stem for p in monets}
-    precision = table.head(40)["id"].isin(monet_ids).mean()
-    print(f"precision@40 of Monets (Inception exemplars, k=5): {precision:.3f}")
-    assert precision > 0.8
+    precision = {}
+    for name, x, center in (("pool3", pool3, False), ("style", style, True)):
+        table = rank_table(monets + photos, exemplar_scores(x[n:], x[:n], top_k=5, center=center))
+        precision[name] = table.head(40)["id"].isin(monet_ids).mean()
+    print(f"precision@40 of Monets (Inception exemplars, k=5): {precision}")
+    assert precision["pool3"] > 0.8
+    assert precision["style"] >= 0.9 and precision["style"] > precision["pool3"]
+
+
+def test_rank_stage_without_paintings_writes_empty_valid_outputs(tmp_path, monkeypatch):
+    """The real-Monets-only path: no paintings is a warning, and every output is still written."""
+    import pandas as pd
+
+    from lowshot.params import parse_params
+    from stages import rank as stage
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/processed/paintings").mkdir(parents=True)
+    write_images(tmp_path / "data/ranked/top", 2)  # a previous run's top set must not survive
+    # CLIP with weights that cannot exist: nothing may be loaded when there is nothing to rank
+    params = parse_params({"rank": {"method": "clip", "pretrained": str(tmp_path / "missing.pt")}})
+    summary = stage.run(params, progress=False)
+    assert (summary.scored, summary.kept) == (0, 0)
+    scores = pd.read_csv(tmp_path / "data/ranked/scores.csv")
+    assert list(scores.columns) == ["id", "path", "score", "rank"] and len(scores) == 0
+    assert list((tmp_path / "data/ranked/top").iterdir()) == []
+    sheet = np.asarray(PIL.Image.open(tmp_path / "reports/rank_sheet.png").convert("L"))
+    assert sheet.min() < 100  # it says there was nothing to rank
+
+
+def test_rank_stage_with_inception_style_features_needs_no_clip(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from lowshot.params import parse_params
+    from stages import rank as stage
+
+    monkeypatch.chdir(tmp_path)
+    exemplars = write_images(tmp_path / "data/processed/monet_train", 2, size=32, seed=1)
+    write_images(tmp_path / "data/processed/paintings", 3, size=32, seed=2)
+    copy = tmp_path / "data/processed/paintings/copy.png"
+    copy.write_bytes(exemplars[1].read_bytes())
+    params = parse_params({"device": "cpu", "rank": {"method": "exemplar", "features": "inception_style",
+                                                     "pretrained": str(tmp_path / "no-clip-here.pt"),
+                                                     "top_n": 2, "workers": 0}})
+    summary = stage.run(params, progress=False)
+    assert summary.method == "exemplar/inception_style" and (summary.scored, summary.kept) == (4, 2)
+    scores = pd.read_csv(tmp_path / "data/ranked/scores.csv")
+    assert scores["id"].iloc[0] == "copy" and np.isfinite(scores["score"]).all()
+    assert sorted(p.name for p in (tmp_path / "data/ranked/top").iterdir()) == sorted(
+        p.rsplit("/", 1)[-1] for p in scores["path"][:2])

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,18 +22,20 @@ from lowshot.http import HttpClient, RateLimiter, RetryPolicy
 from lowshot.scrape.scraper import MANIFEST_COLUMNS, ScrapeFilters, WikiArt, scrape
 from lowshot.scrape.imagefetch import sized_url
 from test_http import max_in_window
-from wikiart_server import FakeWikiArt
+from wikiart_server import FakeWikiArt, many_landscapes
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = dict(retries=4, backoff_s=0.01, max_backoff_s=0.05)
 
 
-def run_scrape(site: FakeWikiArt, out: Path, *, requests=200, per_seconds=1.0, workers=4, **filters):
+def run_scrape(site: FakeWikiArt, out: Path, *, requests=200, per_seconds=1.0, workers=4, root: Path | None = None,
+               **filters):
+    """The scrape into `out`; manifest paths relative to `root` (default: `out`, so they read `images/...`)."""
     client = HttpClient(timeout_s=5, retry=RetryPolicy(retries=4, backoff_s=0.01, max_backoff_s=2.0),
                         rate_limiter=RateLimiter(requests, per_seconds))
     filters.setdefault("movements", tuple(site.movements))
     f = ScrapeFilters(image_hosts=("*.wikiart.org",), **filters)
-    return scrape(WikiArt(site.base_url, client), f, out, workers=workers, progress=False)
+    return scrape(WikiArt(site.base_url, client), f, out, workers=workers, progress=False, root=root or out)
 
 
 def manifest(out: Path) -> pd.DataFrame:
@@ -168,6 +171,46 @@ def test_sigkill_mid_scrape_then_rerun_matches_an_uninterrupted_run(tmp_path):
     assert not refetched
 
 
+def kill_restart_cycles(site: FakeWikiArt, cwd: Path, kill_after: Sequence[int],
+                        before_restart: Callable[[], None] = lambda: None) -> list[bool]:
+    """Start `lowshot scrape` in `cwd`, SIGKILL it right after its k-th request reaches the server, start
+    it again at once, for each k; whether each process was killed (rather than finished first)."""
+    killed = []
+    for k in kill_after:
+        before_restart()
+        before = len(site.requests)
+        proc = _lowshot_scrape(cwd)
+        deadline = time.monotonic() + 30
+        while len(site.requests) < before + k and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        killed.append(proc.wait() == -signal.SIGKILL)
+    return killed
+
+
+def restart_params(cwd: Path, site: FakeWikiArt, limit: int, window: float) -> None:
+    params = {"scrape": {"base_url": site.base_url, "movements": list(site.movements), "genres": [],
+                         "public_domain_only": False, "rate_limit": {"requests": limit, "per_seconds": window},
+                         "workers": 4, **FAST}}
+    (cwd / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.mark.slow
+def test_sigkill_and_immediate_restart_never_exceed_the_rate_limit(tmp_path):
+    """Six scrapes, each SIGKILLed right after its k-th request arrives and started again at once: the
+    server's own log holds at most the limit in every window, across processes."""
+    limit, window = 30, 3.0  # a window longer than a restart (~1.5 s), so old and new requests share one
+    with FakeWikiArt(artists=many_landscapes(150), movements=["impressionism"], page_size=75,
+                     rate_limit=(limit, window)) as site:
+        restart_params(tmp_path, site, limit, window)
+        killed = kill_restart_cycles(site, tmp_path, (limit, 1, 12, limit - 1, 5, 20))
+        log = site.requests
+    assert max_in_window([r.t for r in log], window) <= limit
+    assert not [r for r in log if r.status == 403]  # the server, counting the same way, refused nothing
+    assert killed == [True] * 6 and len(log) >= 6 + limit * 3  # each one was killed part-way
+
+
 def test_local_dir_replaces_wikiart_with_your_own_paintings(tmp_path, monkeypatch):
     from lowshot.params import parse_params
     from stages import scrape as stage
@@ -185,3 +228,22 @@ def test_local_dir_replaces_wikiart_with_your_own_paintings(tmp_path, monkeypatc
     manifest = pd.read_csv(tmp_path / "data/scraped/manifest.csv")
     assert list(manifest["width"]) == [30, 31, 32]
     assert all((tmp_path / p).is_file() for p in manifest["path"])
+
+
+def test_max_paintings_zero_asks_nothing_and_writes_an_empty_manifest(tmp_path, monkeypatch):
+    from lowshot.params import parse_params
+    from stages import scrape as stage
+
+    with FakeWikiArt() as site:
+        run_scrape(site, tmp_path / "data/scraped", max_paintings=2)  # a previous scrape's images and manifest
+        n_before = len(site.requests)
+        monkeypatch.chdir(tmp_path)
+        # local_dir is not read either: 0 paintings means none from anywhere
+        params = parse_params({"scrape": {"base_url": site.base_url, "max_paintings": 0,
+                                          "local_dir": str(tmp_path / "nowhere")}})
+        summary = stage.run(params, progress=False)
+        assert len(site.requests) == n_before
+    assert summary.kept == 0
+    m = manifest(tmp_path / "data/scraped")
+    assert list(m.columns) == MANIFEST_COLUMNS and len(m) == 0
+    assert list((tmp_path / "data/scraped/images").iterdir()) == []

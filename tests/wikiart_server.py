@@ -174,6 +174,13 @@ def default_artists() -> tuple[Artist, ...]:
     )
 
 
+def many_landscapes(n: int) -> tuple[Artist, ...]:
+    """One impressionist with `n` fault-free public-domain landscapes: a corpus long enough to kill a
+    scrape part-way many times."""
+    paintings = tuple(Painting(f"landscape-{i:03d}", f"Landscape {i}", "1880") for i in range(n))
+    return (Artist("alfred-sisley", "Alfred Sisley", 1839, 1899, ("impressionism",), paintings),)
+
+
 # ---------------------------------------------------------------- images (deterministic, cached)
 
 def _encode(img: Image.Image, fmt: str, compress_level: int = 1) -> bytes:

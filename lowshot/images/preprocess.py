@@ -18,6 +18,7 @@ import hashlib
 import io
 import logging
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -28,10 +29,11 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from lowshot.fsutil import atomic_write_bytes, atomic_write_text, remove_stale_temps, sha256_bytes, sha256_file
+from lowshot.fsutil import atomic_write_bytes, remove_stale_temps, sha256_bytes, sha256_file
 from lowshot.images.dedupe import duplicate_of, matches, phash
 from lowshot.images.io import ImageRejected, decode_rgb
 from lowshot.images.resize import RESIZE_MODES, crop_box, mean_aspect, resize_to_square
+from lowshot.manifest import read_manifest, to_relative, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +90,14 @@ def split_train_ref(ids: list[str], train_count: int, seed: int) -> tuple[list[s
 def preprocess_images(files: Sequence[Path], out_dir: Path, *, size: int, mode: str, min_side: int,
                       max_pixels: int, dedupe_distance: int | None, workers: int, id_fn: IdFn = stem_id,
                       set_name: str | None = None, aspect: float | None = None,
-                      previous: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                      previous: pd.DataFrame | None = None, root: str | os.PathLike = ".",
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Turn `files` into `out_dir/{id}.png` squares of `size` px; return (manifest, rejects).
 
-    The manifest has MANIFEST_COLUMNS (`path` relative to out_dir's parent, `set` = set_name or
-    out_dir's name, `aspect` the hybrid target), rejects REJECT_COLUMNS. `aspect` None with `hybrid` means
-    the set's own mean aspect. Outputs that `previous` (an earlier manifest) shows unchanged are kept.
+    The manifest has MANIFEST_COLUMNS (`source` and `path` relative to `root`, the project root:
+    `lowshot.manifest`; `set` = set_name or out_dir's name, `aspect` the hybrid target), rejects
+    REJECT_COLUMNS. `aspect` None with `hybrid` means the set's own mean aspect. Outputs that `previous`
+    (an earlier manifest) shows unchanged are kept.
     """
     with _Pool(workers) as pool:
         scanned, rejects = _scan(pool, files, min_side, max_pixels, dedupe_distance, id_fn, None, "scan")
@@ -101,14 +105,15 @@ def preprocess_images(files: Sequence[Path], out_dir: Path, *, size: int, mode: 
             aspect = round(mean_aspect(zip(scanned.width, scanned.height)), ASPECT_DECIMALS)
         manifest, failed, _ = _write(pool, scanned, Path(out_dir), set_name or Path(out_dir).name, size, mode,
                                      aspect, min_side, max_pixels, _previous_rows(previous))
-    return manifest, _rejects_frame(rejects + failed)
+    return to_relative(manifest, root), to_relative(_rejects_frame(rejects + failed), root)
 
 
 def preprocess_all(inputs: dict[str, list[Path]], out_root: Path, *, size: int, modes: dict[str, str],
                    min_side: int, max_pixels: int, dedupe_distance: int | None, monet_train_count: int,
-                   seed: int, workers: int) -> PreprocessSummary:
+                   seed: int, workers: int, root: str | os.PathLike = ".") -> PreprocessSummary:
     """The whole preprocess stage: `out_root/{paintings,photos,monet_train,monet_ref}/{id}.png`,
-    `out_root/manifest.csv` and `out_root/rejects.csv` (set, source, reason), written atomically.
+    `out_root/manifest.csv` and `out_root/rejects.csv` (set, source, reason), written atomically, their
+    paths relative to `root` (the project root: `lowshot.manifest`).
 
     `inputs` maps paintings / photos / monet to files (a missing or empty set gives an empty folder);
     `modes` maps the same keys to a resize mode. The Monets are split by `split_train_ref` after
@@ -124,7 +129,7 @@ def preprocess_all(inputs: dict[str, list[Path]], out_root: Path, *, size: int, 
             raise ValueError(f"modes[{name!r}] must be one of {', '.join(RESIZE_MODES)}, got {modes.get(name)!r}")
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
-    previous = _previous_rows(_read_manifest(out_root / "manifest.csv"))
+    previous = _previous_rows(_read_manifest(out_root / "manifest.csv", root))
     summary = PreprocessSummary(images=dict.fromkeys(OUTPUT_SETS, 0))
     manifests, rejects = [], []
     with _Pool(workers) as pool:
@@ -162,9 +167,9 @@ def preprocess_all(inputs: dict[str, list[Path]], out_root: Path, *, size: int, 
     manifest = pd.concat(manifests, ignore_index=True) if manifests else pd.DataFrame(columns=MANIFEST_COLUMNS)
     manifest["order"] = manifest["set"].map(OUTPUT_SETS.index)
     manifest = manifest.sort_values(["order", "id"], ignore_index=True).drop(columns="order")
-    reject_frame = pd.DataFrame(sorted(rejects), columns=["set", *REJECT_COLUMNS])
-    atomic_write_text(out_root / "manifest.csv", manifest.to_csv(index=False))
-    atomic_write_text(out_root / "rejects.csv", reject_frame.to_csv(index=False))
+    reject_frame = to_relative(pd.DataFrame(sorted(rejects), columns=["set", *REJECT_COLUMNS]), root)
+    write_manifest(to_relative(manifest, root), out_root / "manifest.csv")
+    write_manifest(reject_frame, out_root / "rejects.csv")
     summary.reasons = dict(Counter(r.split(":", 1)[0] for r in reject_frame.reason))
     log.info("preprocess: %s", summary.describe())
     return summary
@@ -254,7 +259,7 @@ def _write(pool: _Pool, scanned: pd.DataFrame, out_dir: Path, set_name: str, siz
            ) -> tuple[pd.DataFrame, list[tuple[str, str]], int]:
     """Write the scanned images of one output set; return (manifest, rejects, PNGs written)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = [dict(r, set=set_name, path=f"{out_dir.name}/{r['id']}.png", mode=mode, size=size, aspect=aspect,
+    rows = [dict(r, set=set_name, path=(out_dir / f"{r['id']}.png").as_posix(), mode=mode, size=size, aspect=aspect,
                  width=int(r["width"]), height=int(r["height"]), phash=f"{int(r['phash']):016x}")
             for r in scanned.to_dict("records")]
     jobs, done = [], {}
@@ -314,13 +319,11 @@ def _unchanged(old: dict, row: dict, out: Path) -> bool:
             and same_aspect and out.is_file() and sha256_file(out) == old["out_sha256"])
 
 
-def _read_manifest(path: Path) -> pd.DataFrame | None:
-    if not path.is_file():
-        return None
+def _read_manifest(path: Path, root: str | os.PathLike) -> pd.DataFrame | None:
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, ValueError, pd.errors.ParserError) as e:
-        log.warning("previous manifest %s unreadable (%s); every image is written again", path, e)
+        return read_manifest(path, root)
+    except ValueError as e:
+        log.warning("%s; every image is written again", e)
         return None
 
 

@@ -121,6 +121,8 @@ class InceptionFeatures:
     """
 
     id = EXTRACTOR_ID
+    dim = FEATURE_DIM
+    desc = "inception"  # progress bar label
 
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
@@ -143,13 +145,13 @@ class InceptionFeatures:
     def extract(
         self, paths: Sequence[str | os.PathLike], *, batch_size: int = 64, workers: int = 2, progress: bool = True
     ) -> np.ndarray:
-        """Features of the image files `paths`, in order: (N, 2048) float32.
+        """Features of the image files `paths`, in order: (N, self.dim) float32 (`features` of each batch).
 
         Decoding and resizing run in `workers` DataLoader processes (0: in this process); the
         network sees batches of `batch_size`. Memory holds one batch in flight plus the result.
         """
         paths = [Path(p) for p in paths]
-        out = np.empty((len(paths), FEATURE_DIM), dtype=np.float32)
+        out = np.empty((len(paths), self.dim), dtype=np.float32)
         if not paths:
             return out
         loader = DataLoader(
@@ -157,7 +159,7 @@ class InceptionFeatures:
             pin_memory=self.device.type == "cuda", prefetch_factor=2 if workers > 0 else None,
         )
         done = 0
-        with tqdm(total=len(paths), unit="img", desc="inception", disable=not progress) as bar:
+        with tqdm(total=len(paths), unit="img", desc=self.desc, disable=not progress) as bar:
             for batch in loader:
                 out[done:done + len(batch)] = self.features(batch).numpy()
                 done += len(batch)

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 WEIGHTS_HINT = (
     "Supply the weights another way: download the checkpoint once on a machine with network access and "
     "set rank.pretrained to its local file path, or rank without CLIP weights with "
-    "rank.method: exemplar and rank.features: inception."
+    "rank.method: exemplar and rank.features: inception_style."
 )
 
 

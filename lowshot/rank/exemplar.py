@@ -5,8 +5,9 @@ Monets): plain k-nearest-neighbour similarity, with no model trained on the few 
 Averaging over k > 1 rewards paintings close to several Monets over a near-copy of a single one.
 
 Features come from `ClipScorer.encode_images` (lowshot.rank.clip) or from the FID Inception
-network (`lowshot.metrics.inception.extract_features` / `lowshot.metrics.cache.cached_features`),
-which needs no CLIP weights.
+network, which needs no CLIP weights: its pool3 features (`lowshot.metrics.inception`) or, better at
+telling paintings from photos (benchmarks/rank_study.py), its style statistics
+(`lowshot.rank.inception_taps.InceptionStyle`), both through `lowshot.metrics.cache.cached_features`.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def write_top(table: pd.DataFrame, top_n: int, out_dir: str | os.PathLike) -> li
     """
     if top_n < 1:
         raise ValueError(f"top_n must be >= 1, got {top_n}")
-    if top_n > len(table):
+    if 0 < len(table) < top_n:
         log.warning("asked for the top %d images but only %d were ranked: keeping them all", top_n, len(table))
     rows = table.sort_values("rank").head(top_n)
     names = [Path(p).name for p in rows["path"]]
@@ -92,18 +92,23 @@ def _section(rows: pd.DataFrame, title: str, thumb: int, ncols: int, pad: int) -
 
 def rank_sheet(
     table: pd.DataFrame, out_png: str | os.PathLike, *, top: int = 48, bottom: int = 16, thumb: int = 96,
-    ncols: int = 8, pad: int = 2,
+    ncols: int = 8, pad: int = 2, empty_note: str = "nothing to rank",
 ) -> PIL.Image.Image:
     """Contact sheet of the `top` best and the `bottom` worst images of `table`, written atomically.
 
     Two sections stacked vertically, titled "top <n>" and "bottom <n>", each a grid of `ncols`
     columns of `thumb`-pixel thumbnails labelled with rank and score, in rank order. Sections
-    never overlap: with fewer than top + bottom images the bottom one shrinks. Returns the sheet.
+    never overlap: with fewer than top + bottom images the bottom one shrinks. An empty table gives
+    a sheet of the width of one row that says `empty_note`. Returns the sheet.
     """
-    if len(table) == 0:
-        raise ValueError("cannot draw a rank sheet of an empty table")
     if top < 1 or bottom < 0:
         raise ValueError(f"need top >= 1 and bottom >= 0, got top={top}, bottom={bottom}")
+    if len(table) == 0:
+        sheet = PIL.Image.new("RGB", (ncols * (thumb + pad) + pad, 2 * TITLE_PX), BACKGROUND)
+        PIL.ImageDraw.Draw(sheet).text((pad + 1, TITLE_PX // 2), empty_note, fill=TEXT_COLOR,
+                                       font=default_font(TITLE_FONT_PX))
+        save_image(sheet, out_png)
+        return sheet
     rows = table.sort_values("rank")
     n_top = min(top, len(rows))
     n_bottom = min(bottom, len(rows) - n_top)

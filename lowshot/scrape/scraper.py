@@ -20,8 +20,9 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from lowshot.fsutil import atomic_path, atomic_write_bytes, remove_stale_temps, sha256_bytes, sha256_file
+from lowshot.fsutil import atomic_write_bytes, remove_stale_temps, sha256_bytes, sha256_file
 from lowshot.http import HttpClient, HttpError
+from lowshot.manifest import read_manifest, relative_path, write_manifest
 from lowshot.scrape.imagefetch import ImageRejected, fetch_image, host_allowed, is_placeholder, sniff_image
 from lowshot.scrape.pages import (
     Artist,
@@ -146,21 +147,24 @@ class _Outcome:
     reason: str | None = None
 
 
-def scrape(site: WikiArt, filters: ScrapeFilters, out_dir: Path, *, workers: int = 4,
-           progress: bool = True) -> ScrapeSummary:
-    """Scrape into `out_dir/images/{id}.{ext}` and `out_dir/manifest.csv`; return the summary."""
+def scrape(site: WikiArt, filters: ScrapeFilters, out_dir: Path, *, workers: int = 4, progress: bool = True,
+           root: str | os.PathLike = ".") -> ScrapeSummary:
+    """Scrape into `out_dir/images/{id}.{ext}` and `out_dir/manifest.csv` (paths relative to `root`, the
+    project root: `lowshot.manifest`); return the summary."""
     images_dir, manifest_path = out_dir / "images", out_dir / "manifest.csv"
     images_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(images_dir)
     remove_stale_temps(out_dir)
-    previous = _read_manifest(manifest_path)
+    previous = read_manifest(manifest_path, root)
+    previous = {} if previous is None else {r["id"]: r for r in previous.to_dict("records")}
     # painting-page details (so a resume re-requests no page) and the URL each image came from, written
     # before the image is renamed into place (so a file on disk always has its URL)
     details_cache = _JsonLines(out_dir / "details.jsonl")
     fetched = _JsonLines(out_dir / "fetched.jsonl")
     summary = ScrapeSummary(http=site.client.stats)
 
-    candidates = _candidates(site, filters, summary, progress)
+    # max_paintings 0 asks for no painting at all: not even the artist lists are requested
+    candidates = [] if filters.max_paintings == 0 else _candidates(site, filters, summary, progress)
     rows: list[dict] = []
     seen_sha: dict[str, str] = {}
 
@@ -181,7 +185,7 @@ def scrape(site: WikiArt, filters: ScrapeFilters, out_dir: Path, *, workers: int
             batch = candidates[i: i + room]
             i += len(batch)
             for outcome in pool.map(examine, batch):
-                _settle(outcome, rows, seen_sha, images_dir, summary, fetched)
+                _settle(outcome, rows, seen_sha, images_dir, summary, fetched, root)
             _write_manifest(manifest_path, rows)
             bar.update(len(batch))
             bar.set_postfix(kept=len(rows), rejected=sum(summary.rejected.values()))
@@ -255,7 +259,7 @@ def _examine(site: WikiArt, filters: ScrapeFilters, record: PaintingRecord, imag
 
 
 def _settle(outcome: _Outcome, rows: list[dict], seen_sha: dict[str, str], images_dir: Path,
-            summary: ScrapeSummary, fetched: _JsonLines) -> None:
+            summary: ScrapeSummary, fetched: _JsonLines, root: str | os.PathLike) -> None:
     """In listing order: reject content duplicates, write the image atomically, add its manifest row."""
     if outcome.reason is not None:
         summary.rejected[outcome.reason] += 1
@@ -279,18 +283,9 @@ def _settle(outcome: _Outcome, rows: list[dict], seen_sha: dict[str, str], image
         if not path.is_file() or sha256_file(path) != sha:
             fetched.put(row["id"], {"image_url": row["image_url"], "sha256": sha})
             atomic_write_bytes(path, outcome.data)
-        row.update(path=f"images/{path.name}", sha256=sha)
+        row.update(path=relative_path(path, root), sha256=sha)
     rows.append({c: row.get(c, "") for c in MANIFEST_COLUMNS})
 
 
-def _read_manifest(path: Path) -> dict[str, dict]:
-    if not path.is_file():
-        return {}
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    return {r["id"]: r for r in frame.to_dict("records")}
-
-
 def _write_manifest(path: Path, rows: list[dict]) -> None:
-    frame = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+    write_manifest(pd.DataFrame(rows, columns=MANIFEST_COLUMNS), path)
