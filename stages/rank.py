@@ -14,7 +14,7 @@ from lowshot.images.folder import list_images
 from lowshot.params import Params
 from lowshot.rank.exemplar import exemplar_scores
 from lowshot.rank.ranking import rank_sheet, rank_table, write_top
-from lowshot.runtime import pick_device
+from lowshot.runtime import pick_device, pick_precision
 from stages.paths import FEATURE_CACHE, PROCESSED, RANKED, REPORTS
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,9 @@ def _clip(params: Params, device):
     from lowshot.rank.clip import ClipScorer  # open_clip is imported only when CLIP is used
 
     p = params.rank
-    return ClipScorer(p.model, p.pretrained, device=device, batch_size=p.batch_size, workers=p.workers)
+    precision = pick_precision(params.precision, device, stage="CLIP scoring")
+    return ClipScorer(p.model, p.pretrained, device=device, batch_size=p.batch_size, workers=p.workers,
+                      precision=precision)
 
 
 def _exemplar(params: Params, paintings, device, progress: bool) -> np.ndarray:

@@ -26,6 +26,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from lowshot.precision import FP32, Precision
+
 log = logging.getLogger(__name__)
 
 WEIGHTS_HINT = (
@@ -133,7 +135,7 @@ class ClipScorer:
 
     def __init__(
         self, model: str = "ViT-B-32", pretrained: str | None = "openai", *,
-        device: str | torch.device, batch_size: int = 64, workers: int = 2,
+        device: str | torch.device, batch_size: int = 64, workers: int = 2, precision: Precision = FP32,
     ):
         if batch_size < 1 or workers < 0:
             raise ValueError(f"need batch_size >= 1 and workers >= 0, got {batch_size}, {workers}")
@@ -142,6 +144,7 @@ class ClipScorer:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.workers = workers
+        self.precision = precision  # autocast of the forward passes (ranking order, not a metric)
         self.model, self.preprocess = _load_model(model, pretrained, self.device)
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(model)
@@ -164,7 +167,8 @@ class ClipScorer:
         done = 0
         with torch.inference_mode(), tqdm(total=len(paths), unit="img", desc="clip", disable=not progress) as bar:
             for batch in loader:
-                emb = self.model.encode_image(batch.to(self.device, non_blocking=True), normalize=True)
+                with self.precision.autocast(self.device):
+                    emb = self.model.encode_image(batch.to(self.device, non_blocking=True), normalize=True)
                 out[done:done + len(batch)] = emb.float().cpu().numpy()
                 done += len(batch)
                 bar.update(len(batch))
@@ -175,7 +179,7 @@ class ClipScorer:
         if not prompts:
             return np.empty((0, self.dim), dtype=np.float32)
         tokens = self.tokenizer(list(prompts)).to(self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), self.precision.autocast(self.device):
             return self.model.encode_text(tokens, normalize=True).float().cpu().numpy()
 
     def score_features(
