@@ -335,6 +335,12 @@ class Params(Section):
     translate: TranslateParams = TranslateParams()
     evaluate: EvaluateParams = EvaluateParams()
 
+    @field_validator("channels_last", mode="before")
+    @classmethod
+    def _yaml_switch(cls, v: object) -> object:
+        # YAML 1.1 reads a bare on/off as a boolean, and `dvc exp run -S` rewrites params.yaml unquoted.
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:

@@ -153,16 +153,18 @@ def _best_seconds(fn: Callable[[], object], reps: int) -> float:
 
 def bf16_matmul_speedup(n: int = 1024, reps: int = 5) -> float:
     """fp32 time / bf16 time of an n x n CPU matmul (best of `reps` each, interleaved warm-ups)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    gen = torch.Generator().manual_seed(0)  # never the global RNG: a stage's draws must not depend on the cache
+    a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
     a16, b16 = a.bfloat16(), b.bfloat16()
     return _best_seconds(lambda: torch.mm(a, b), reps) / _best_seconds(lambda: torch.mm(a16, b16), reps)
 
 
 def channels_last_speedup(bf16: bool, reps: int = 3) -> float:
     """NCHW time / channels_last time of a small conv block's forward + backward on the CPU."""
-    torch.manual_seed(0)
-    block = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(64, 64, 3), nn.InstanceNorm2d(64), nn.ReLU())
-    x = torch.randn(2, 64, 64, 64)
+    with torch.random.fork_rng(devices=[]):  # never the global RNG: a stage's draws must not depend on the cache
+        torch.manual_seed(0)
+        block = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(64, 64, 3), nn.InstanceNorm2d(64), nn.ReLU())
+        x = torch.randn(2, 64, 64, 64)
 
     def step(module: nn.Module, inp: torch.Tensor) -> Callable[[], None]:
         def run() -> None:

@@ -99,7 +99,9 @@ def _load_model(model: str, pretrained: str | None, device: torch.device):
         raise ValueError(f"unknown open_clip model {model!r} (open_clip.list_models() names the known ones)")
     if pretrained is None:
         log.warning("CLIP model %s has random weights: its scores are meaningless (tests and benchmarks only)", model)
-        net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=None, device=device)
+        with torch.random.fork_rng(devices=[]):  # the same random weights every time, whatever ran before
+            torch.manual_seed(0)
+            net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=None, device=device)
         return net, preprocess
 
     tag_cfg = open_clip.get_pretrained_cfg(model, pretrained)
