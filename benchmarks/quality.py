@@ -94,7 +94,7 @@ def build_params(args: argparse.Namespace, steps: int):
     return cfg.model_copy(update={"epoch_images": max(1, round(steps * cfg.batch / epochs))})
 
 
-def calibrate(args: argparse.Namespace, train_photos: list[Path], monet: list, out: Path, precision) -> float:
+def calibrate(args: argparse.Namespace, train_photos: list[Path], monet: list, out: Path, device, precision) -> float:
     """Seconds per training step of this configuration, from a short run in a scratch folder."""
     from lowshot.train.translator_loop import train_translator
 
@@ -103,12 +103,12 @@ def calibrate(args: argparse.Namespace, train_photos: list[Path], monet: list, o
     shutil.rmtree(scratch, ignore_errors=True)
     times: list[float] = []
     start = time.perf_counter()
-    train_translator(cfg, photos=train_photos, monet=monet, out_dir=scratch, live_dir=None, device=args.device,
+    train_translator(cfg, photos=train_photos, monet=monet, out_dir=scratch, live_dir=None, device=device,
                      seed=args.seed, precision=precision, progress=False, max_steps=CALIBRATION_WARMUP)
     times.append(time.perf_counter() - start)
     shutil.rmtree(scratch, ignore_errors=True)
     start = time.perf_counter()
-    train_translator(cfg, photos=train_photos, monet=monet, out_dir=scratch, live_dir=None, device=args.device,
+    train_translator(cfg, photos=train_photos, monet=monet, out_dir=scratch, live_dir=None, device=device,
                      seed=args.seed, precision=precision, progress=False, max_steps=CALIBRATION_STEPS)
     total = time.perf_counter() - start
     shutil.rmtree(scratch, ignore_errors=True)
@@ -156,7 +156,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
 
     seconds_per_step = None
     if args.steps is None:
-        seconds_per_step = calibrate(args, train_photos, monet, out, precision)
+        seconds_per_step = calibrate(args, train_photos, monet, out, device, precision)
         args.steps = max(1, int(args.minutes * 60 / seconds_per_step))
         print(f"calibration: {seconds_per_step:.3f} s/step -> {args.steps} steps in {args.minutes:g} min", flush=True)
     cfg = build_params(args, args.steps)
