@@ -139,14 +139,14 @@ def make_phases(cfg: TrainParams, recipe: Recipe, G: nn.Module, D: nn.Module, au
             fake = fakes(b["z_d"], update_w_avg=True) if sg2 else G(b["z_d"])
         fake_seen = augment(fake)
         fake_logits = D(fake_seen)
+        real_seen = augment(b["real"])
         scalars: dict[str, torch.Tensor] = {}
         if lw and cfg.recon_weight > 0:
-            real_logits, rec = D(augment(b["real"]), reconstruct=True, generator=recon_gen)
+            real_logits, rec = D(real_seen, reconstruct=True, generator=recon_gen)
             recon = F.mse_loss(rec["whole"].float(), rec["whole_target"].float()) + \
                 F.mse_loss(rec["part"].float(), rec["part_target"].float())
             scalars["loss/recon"] = recon
         else:
-            real_seen = augment(b["real"])
             real_logits = D(real_seen)
             recon = torch.zeros([], device=fake_logits.device)
         loss = d_loss(real_logits, fake_logits)
@@ -155,7 +155,7 @@ def make_phases(cfg: TrainParams, recipe: Recipe, G: nn.Module, D: nn.Module, au
             # A critic's outputs are defined up to a constant: ADA's sign(D(real)) is taken about the
             # midpoint of this batch's mean real and mean fake outputs.
             b["real_logits"] = losses.critic_margin(real_logits, fake_logits).detach()
-            with torch.autocast(fake_logits.device.type, enabled=False):
+            with torch.autocast(real_seen.device.type, enabled=False):
                 x_hat = losses.interpolates(real_seen.detach().float(), fake_seen.detach().float(), penalty_gen)
                 penalty = losses.gradient_penalty(x_hat, D(x_hat)).mean()
             scalars["loss/gp"] = penalty
