@@ -3,7 +3,8 @@
     python benchmarks/arch_compare.py [--archs a,b,...] [--cpu-minutes 10] [--jobs 2]
     python benchmarks/arch_compare.py --report       # the table of the runs in --out again
 
-Each architecture trains in its own child process (one torch thread; `--jobs` of them side by side)
+Each architecture trains in its own child process (one torch thread; `--jobs` of them side by side, so
+that every run shares the core's two hyperthreads with another run, as the others do)
 with `train_gan` on ../shared/datasets/monet-train30 at 64 px, batch 16, with DiffAugment and its
 reference optimiser settings (train.lr_g etc. null), for `--cpu-minutes` of the child's CPU time
 (`time.process_time`): the run is driven in chunks of at most
@@ -11,7 +12,7 @@ reference optimiser settings (train.lr_g etc. null), for `--cpu-minutes` of the 
 run), and each chunk is sized from the speed measured so far to end on the next measuring point. Points:
 1/3, 2/3 and 3/3 of the budget; at each, `--fid-images` images from G_ema (seeds 0..N-1, no truncation,
 the `generate` stage's code) are scored against monet-pool120 with FID and KID, and 16 of them are saved
-as OUT/<arch>/grid-<point>.png. The CPU time counts everything in `train_gan` (setup and state saving
+as OUT/<run>/grid-<point>.png. The CPU time counts everything in `train_gan` (setup and state saving
 per chunk included), not the measuring. Widths: `--channels` (train.channels per arch).
 
 Baselines in the same table: the default architecture (lightweight), and the floor of the metric, the 30
@@ -62,8 +63,9 @@ def measure(run_dir: Path, args: argparse.Namespace, cache: Path) -> tuple[dict[
     return probe(images), torch.cat(images)[:16]
 
 
-def train_one(arch: str, channels: int, args: argparse.Namespace) -> None:
-    """Train `arch` for the CPU budget, measuring at its thirds; append rows to OUT/results.jsonl."""
+def train_one(run: str, channels: dict[str, int], args: argparse.Namespace) -> None:
+    """Train `run` (arch or arch:seed) for the CPU budget, measuring at its thirds; append rows to
+    OUT/results.jsonl."""
     import torch
 
     from lowshot.images.grid import save_grid
@@ -72,8 +74,10 @@ def train_one(arch: str, channels: int, args: argparse.Namespace) -> None:
     from lowshot.train.recipes import make_recipe
 
     torch.set_num_threads(1)
+    arch, _, seed = run.partition(":")
+    seed, channels = int(seed or args.seed), channels[arch]
     out = Path(args.out)
-    run_dir = out / arch / "run"
+    run_dir = out / run / "run"
     budget = args.cpu_minutes * 60
     points = [budget * k / 3 for k in (1, 2, 3)]
     step_kimg = args.batch / 1000
@@ -88,14 +92,14 @@ def train_one(arch: str, channels: int, args: argparse.Namespace) -> None:
             kimg = round(kimg + steps * step_kimg, 6)
             start = time.process_time()
             train_gan(train_params(arch, channels, args, kimg), sources=[(DATASETS / "monet-train30", 1)],
-                      out_dir=run_dir, live_dir=None, device="cpu", seed=args.seed, progress=False)
+                      out_dir=run_dir, live_dir=None, device="cpu", seed=seed, progress=False)
             cpu += time.process_time() - start
             rate = cpu / kimg
         start = time.time()
         metrics, grid = measure(run_dir, args, out / "feature-cache")
-        save_grid(grid, out / arch / f"grid-{point}.png", ncols=4)
+        save_grid(grid, out / run / f"grid-{point}.png", ncols=4)
         nimg = checkpoint.load_state(checkpoint.latest_state(run_dir))["progress"]["nimg"]
-        row = {"arch": arch, "channels": channels, "params_G": sizes[0], "params_D": sizes[1], "point": point,
+        row = {"run": run, "arch": arch, "seed": seed, "channels": channels, "params_G": sizes[0], "params_D": sizes[1], "point": point,
                "cpu_s": cpu, "kimg": nimg / 1000, "g_steps": nimg // args.batch // recipe.optim.critic_steps,
                "fid": metrics["metrics/fid"], "kid": metrics["metrics/kid"], "measure_s": time.time() - start}
         with open(out / RESULTS, "a") as f:
@@ -129,18 +133,18 @@ def report(args: argparse.Namespace) -> None:
     print(f"\n64 px, monet-train30 only, batch {args.batch}, DiffAugment, each arch's reference optimiser "
           f"settings; {args.cpu_minutes:g} CPU-minutes per arch at 1 thread; FID / KID x1000 of "
           f"{args.fid_images} samples vs monet-pool120 (120). CPU flags: {' '.join(flags)}")
-    print("| arch | width | params G / D | point | CPU s | kimg | G steps | FID | KID x1000 |\n"
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| arch | seed | width | params G / D | point | CPU s | kimg | G steps | FID | KID x1000 |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     order = {a: i for i, a in enumerate(ARCHS)}
-    for r in sorted(rows, key=lambda r: (order.get(r["arch"], 99), r["point"])):
-        print(f"| {r['arch']} | {r['channels']} | {r['params_G'] / 1e6:.2f}M / {r['params_D'] / 1e6:.2f}M | "
+    for r in sorted(rows, key=lambda r: (order.get(r["arch"], 99), r["seed"], r["point"])):
+        print(f"| {r['arch']} | {r['seed']} | {r['channels']} | {r['params_G'] / 1e6:.2f}M / {r['params_D'] / 1e6:.2f}M | "
               f"{r['point']}/3 | {r['cpu_s']:.0f} | {r['kimg']:.2f} | {r['g_steps']} | {r['fid']:.1f} | "
               f"{1000 * r['kid']:.1f} |")
-    print(f"| real Monets (monet-train30, the floor) | | | | | | | {floor['fid']:.1f} | {1000 * floor['kid']:.1f} |")
+    print(f"| real Monets (monet-train30, the floor) | | | | | | | | {floor['fid']:.1f} | {1000 * floor['kid']:.1f} |")
 
 
 def run_children(args: argparse.Namespace) -> None:
-    """Train every arch in --archs, --jobs child processes at a time (one thread each)."""
+    """Train every run in --archs, --jobs child processes at a time (one thread each)."""
     pending, running = list(args.archs.split(",")), []
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     start = time.time()
@@ -158,7 +162,9 @@ def run_children(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="/tmp/lowshot-arch-compare")
-    ap.add_argument("--archs", default=",".join(ARCHS))
+    ap.add_argument("--archs", default=",".join(ARCHS) + ",lightweight:1",
+                    help="runs, arch or arch:seed (default: every arch, and the baseline again with seed 1, which "
+                         "measures the seed-to-seed spread and makes the runs an even number for --jobs 2)")
     ap.add_argument("--channels", default=CHANNELS, help="arch=train.channels,... (the networks' widths)")
     ap.add_argument("--cpu-minutes", type=float, default=10.0, help="CPU time per architecture")
     ap.add_argument("--chunk-s", type=float, default=60.0, help="longest train_gan call, CPU seconds")
@@ -167,13 +173,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=2, help="architectures trained side by side")
     ap.add_argument("--report", action="store_true", help="only print the table of the runs in --out")
-    ap.add_argument("--only", help=argparse.SUPPRESS)  # a child process: train this arch
+    ap.add_argument("--only", help=argparse.SUPPRESS)  # a child process: train this run
     args = ap.parse_args()
     if not (DATASETS / "monet-train30").is_dir():
         sys.exit(f"skipped: {DATASETS} is absent")
     if args.only:
-        channels = dict(item.split("=") for item in args.channels.split(","))
-        train_one(args.only, int(channels[args.only]), args)
+        channels = {k: int(v) for k, v in (item.split("=") for item in args.channels.split(","))}
+        train_one(args.only, channels, args)
         return
     if not args.report:
         taken = [a for a in args.archs.split(",") if (Path(args.out) / a).exists()]
