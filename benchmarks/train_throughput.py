@@ -21,7 +21,11 @@ in the first `--reg-runs` of them only (each costs 1-1.5x a main phase at defaul
 are what makes stylegan2 slow to measure). The reported minibatch is amortised as in training: sum over
 phases of (mean seconds or FLOPs) / interval, so stylegan2's path length (every `pl_interval` = 4
 steps) and R1 (every `r1_interval` = 16) add a quarter and a sixteenth of their cost; the per-phase
-table below the main one gives them unamortised. lightweight has no lazy phases.
+table below the main one gives them unamortised. lightweight has no lazy phases. With critic steps
+(wgan-gp, resnet-wgan-gp: 5) the G phase runs every 5th minibatch and is amortised the same way, so
+img/s counts real images shown to D, as kimg does. The critics' phase D takes the gradient penalty on
+a leaf input of D, which FlopCounterMode's module hooks cannot follow (a PyTorch limitation): its
+FLOPs, and so the step's FLOP rate, are reported as nan.
 
 Threads: `--threads` (default: torch's, 2 here) per child; the children run with OMP_WAIT_POLICY
 PASSIVE unless `--omp-wait` says otherwise. On this 2-core machine shared with other jobs, libgomp's
@@ -41,6 +45,7 @@ Peak memory: the child's VmHWM from /proc on CPU ("idle" = after imports, before
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing
 import os
 import time
@@ -120,9 +125,15 @@ def measure(arch: str, px: int, batch: int, args: argparse.Namespace) -> Result:
     b = minibatch()
     flops = {}
     for phase in phases:
-        with FlopCounterMode(display=False) as counter:
+        try:
+            with FlopCounterMode(display=False) as counter:
+                res.nonfinite += not run_phase(phase, b)
+            flops[phase.name] = counter.get_total_flops()
+        except RuntimeError as e:  # FlopCounterMode's module hooks vs autograd.grad on a leaf input of D
+            if "leaf node" not in str(e):
+                raise
             res.nonfinite += not run_phase(phase, b)
-        flops[phase.name] = counter.get_total_flops()
+            flops[phase.name] = math.nan
     update_ema(G_ema, G, ema_beta(batch, cfg.ema_kimg, 0, cfg.ema_rampup))
 
     # Timed minibatches: main phases every step, lazy ones in the first `reg_runs` steps only.

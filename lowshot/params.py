@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -154,13 +155,25 @@ class AugParams(Section):
     interval: int = Field(4, ge=1, description="ADA: adjust p every this many minibatches")
 
 
+BASELINE_ARCHS = ("dcgan", "wgan-gp", "resnet-wgan-gp")  # the classic baselines: 32-128 px
+
+
 class TrainParams(Section):
-    arch: Literal["lightweight", "stylegan2"] = Field("lightweight", description="lightweight-GAN (FastGAN) or StyleGAN2")
-    resolution: int = Field(128, description="image side, pixels: 32, 64, 128 or 256")
+    arch: Literal["lightweight", "stylegan2", "dcgan", "wgan-gp", "resnet-wgan-gp"] = Field(
+        "lightweight", description="lightweight-GAN (FastGAN), StyleGAN2, or the baselines DCGAN, DCGAN-shaped "
+        "WGAN-GP and residual WGAN-GP (32-128 px)")
+    resolution: int = Field(128, description="image side, pixels: 32, 64, 128 or 256 (the baselines: up to 128)")
     batch: int = Field(16, ge=1, description="images per minibatch (all GPUs together)")
     kimg: float = Field(50.0, gt=0, description="training length, thousands of real images shown to D (0.5 = 500)")
-    lr_g: float = Field(0.0002, gt=0, description="generator learning rate (two time-scale rule: set lr_d apart)")
-    lr_d: float = Field(0.0002, gt=0, description="discriminator learning rate")
+    lr_g: float | None = Field(None, gt=0, description="generator learning rate (two time-scale rule: set lr_d "
+                               "apart); null = the arch's reference: stylegan2 0.0025, lightweight and dcgan "
+                               "0.0002, wgan-gp and resnet-wgan-gp 0.0001")
+    lr_d: float | None = Field(None, gt=0, description="discriminator learning rate; null = the arch's reference (as lr_g)")
+    betas: tuple[float, float] | None = Field(None, description="Adam (beta1, beta2) of G and D; null = the arch's "
+                                              "reference: stylegan2 [0, 0.99], lightweight and dcgan [0.5, 0.999], "
+                                              "wgan-gp and resnet-wgan-gp [0, 0.9]")
+    critic_steps: int | None = Field(None, ge=1, description="D (critic) steps per G step, each on its own real "
+                                     "minibatch; null = the arch's reference: 5 for wgan-gp and resnet-wgan-gp, else 1")
     ema_kimg: float = Field(5.0, ge=0, description="half-life of the generator EMA, thousands of images (0 = no EMA)")
     ema_rampup: float | None = Field(0.05, ge=0, description="EMA half-life ramp-up as a fraction of images seen (null = off)")
     r1_gamma: float | None = Field(None, ge=0, description="R1 weight (stylegan2); null = 0.0002 * resolution^2 / batch")
@@ -169,7 +182,9 @@ class TrainParams(Section):
     pl_interval: int = Field(4, ge=1, description="lazy path length every this many G steps (stylegan2)")
     style_mix_prob: float = Field(0.9, ge=0, le=1, description="style mixing probability (stylegan2)")
     recon_weight: float = Field(1.0, ge=0, description="D's self-supervised reconstruction loss weight (lightweight)")
-    channels: int | None = Field(None, ge=8, description="network width: lightweight ngf=ndf, stylegan2 channel_max (null = 32 / 128)")
+    gp_weight: float = Field(10.0, ge=0, description="gradient penalty weight lambda (wgan-gp, resnet-wgan-gp)")
+    channels: int | None = Field(None, ge=8, description="network width: lightweight ngf=ndf, stylegan2 channel_max, "
+                                 "dcgan and wgan-gp ngf=ndf, resnet-wgan-gp dim (null = 32 / 128 / 64 / 64)")
     aug: AugParams = AugParams()
     monet_repeat: int = Field(5, ge=0, description="times each real Monet appears per epoch beside the ranked paintings")
     mirror: bool = Field(True, description="random horizontal flips of the training images")
@@ -184,9 +199,19 @@ class TrainParams(Section):
 
     @field_validator("resolution")
     @classmethod
-    def _resolution(cls, v: int) -> int:
+    def _resolution(cls, v: int, info: ValidationInfo) -> int:
         if v not in (32, 64, 128, 256):
             raise ValueError(f"must be 32, 64, 128 or 256, got {v}")
+        arch = info.data.get("arch")
+        if arch in BASELINE_ARCHS and v > 128:
+            raise ValueError(f"must be 32, 64 or 128 for train.arch {arch}, got {v}")
+        return v
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not all(0 <= b < 1 for b in v):
+            raise ValueError(f"must be two numbers in [0, 1), got {list(v)}")
         return v
 
     @field_validator("aug")

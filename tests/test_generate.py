@@ -9,6 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from lowshot.models import dcgan, resnet_gan
 from lowshot.models.lightweight_gan import Generator as LightweightGenerator, LightweightGANConfig
 from lowshot.models.stylegan2 import Generator as StyleGenerator, StyleGAN2Config
 from lowshot.params import parse_params
@@ -22,12 +23,23 @@ from stages.cli import app
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: threads only add contention
 
 
+BASELINES = {"dcgan": (dcgan.DCGANConfig.tiny, dcgan.Generator),
+             "wgan-gp": (lambda r: dcgan.DCGANConfig.tiny(r, d_norm="layer"), dcgan.Generator),
+             "resnet-wgan-gp": (resnet_gan.ResNetGANConfig.tiny, resnet_gan.Generator)}
+ARCHS = ["lightweight", "stylegan2", *BASELINES]
+
+
 def write_generator(arch: str) -> None:
     torch.manual_seed(0)
     if arch == "stylegan2":
         cfg, G = StyleGAN2Config.tiny(32), None
         G = StyleGenerator(cfg)
         G.mapping.w_avg.normal_()
+    elif arch in BASELINES:
+        config, generator = BASELINES[arch]
+        cfg = config(32)
+        G = generator(cfg)
+        G.train()(torch.randn(8, cfg.z_dim))  # batch-norm statistics of a trained generator, not the initial ones
     else:
         cfg = LightweightGANConfig.tiny(32)
         G = LightweightGenerator(cfg)
@@ -52,7 +64,7 @@ def pixels(path) -> np.ndarray:
     return np.asarray(PIL.Image.open(path))
 
 
-@pytest.mark.parametrize("arch", ["lightweight", "stylegan2"])
+@pytest.mark.parametrize("arch", ["lightweight", "stylegan2", "resnet-wgan-gp"])
 def test_generate_keeps_the_best_scored_and_records_every_draw(project, arch):
     write_generator(arch)
     summary = generate.run(params(), progress=False)
@@ -71,7 +83,8 @@ def test_generate_keeps_the_best_scored_and_records_every_draw(project, arch):
     best = table.iloc[0]
     alone = next(synthesize(G, seed_latents([int(best["seed"])], latent_dim(G))))
     expected = ((alone[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    assert np.array_equal(pixels(best["path"]), expected)
+    # Up to one level of rounding: a batch of 1 may take other float kernels than a batch of 3.
+    assert np.abs(pixels(best["path"]).astype(int) - expected.astype(int)).max() <= 1
 
 
 def test_generate_is_deterministic_and_replaces_its_output(project):
@@ -92,7 +105,7 @@ def test_full_truncation_draws_the_mean_image(project):
     assert not torch.allclose(*next(synthesize(G, z[:2], psi=1.0)), atol=1e-3)
 
 
-@pytest.mark.parametrize("arch", ["lightweight", "stylegan2"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_interpolation_strip_runs_between_the_two_seeds(project, arch):
     write_generator(arch)
     G = checkpoint.load_generator("models/gan/generator.pt")

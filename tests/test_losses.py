@@ -9,13 +9,19 @@ import pytest
 import torch
 
 from lowshot.train import losses
+from lowshot.models.dcgan import DCGANConfig, Discriminator as DCGANDiscriminator
+from lowshot.models.resnet_gan import Discriminator as ResNetCritic, ResNetGANConfig
 from lowshot.train.losses import (
     PathLengthPenalty,
+    critic_margin,
     d_hinge,
     d_logistic,
+    d_wasserstein,
     g_hinge,
     g_nonsaturating,
     gan_loss,
+    gradient_penalty,
+    interpolates,
     lazy_reg_adam_params,
     r1_penalty,
 )
@@ -173,3 +179,59 @@ def test_patch_nce_equals_a_brute_force_infonce():
     assert losses.patch_nce_loss(k.detach(), k.detach()) < losses.patch_nce_loss(k.detach().flip(1), k.detach())
     with pytest.raises(ValueError, match="one shape"):
         losses.patch_nce_loss(q, k[:, :4])
+# --- WGAN-GP --------------------------------------------------------------------------------------
+
+
+def test_wasserstein_critic_loss_and_margin_on_hand_computed_values():
+    real, fake = torch.tensor([2.0, 4.0]), torch.tensor([-1.0, 1.0, 3.0])
+    assert d_wasserstein(real, fake).item() == pytest.approx(1.0 - 3.0)
+    # midpoint of the means (3 and 1) is 2: reals sit at 0 and +2 from it, whatever the critic's offset
+    torch.testing.assert_close(critic_margin(real, fake), torch.tensor([0.0, 2.0]))
+    torch.testing.assert_close(critic_margin(real + 50, fake + 50), torch.tensor([0.0, 2.0]))
+
+
+def test_interpolates_lie_on_the_segments_with_one_weight_per_sample():
+    real, fake = torch.zeros(3, 2, 4, 4), torch.ones(3, 2, 4, 4)
+    x_hat = interpolates(real, fake, torch.Generator().manual_seed(0))
+    assert x_hat.requires_grad and x_hat.is_leaf
+    alpha = x_hat[:, 0, 0, 0]
+    assert ((alpha >= 0) & (alpha < 1)).all() and len(set(alpha.tolist())) == 3
+    torch.testing.assert_close(x_hat.detach(), alpha.view(3, 1, 1, 1).expand(3, 2, 4, 4))
+    again = interpolates(real, fake, torch.Generator().manual_seed(0))
+    assert torch.equal(again, x_hat)  # the draw comes from the generator alone
+
+
+def test_gradient_penalty_of_a_linear_critic_is_the_squared_distance_of_its_weight_norm_from_one():
+    torch.manual_seed(0)
+    a = torch.randn(3, 4, 4, requires_grad=True)
+    x_hat = torch.randn(5, 3, 4, 4, requires_grad=True)
+    penalty = gradient_penalty(x_hat, (x_hat * a).sum(dim=(1, 2, 3)) - 7.0)  # grad = a everywhere
+    expected = (a.detach().norm() - 1).square()
+    torch.testing.assert_close(penalty, expected.expand(5))
+    penalty.mean().backward()  # d/da (|a| - 1)^2 = 2 (|a| - 1) a / |a|
+    torch.testing.assert_close(a.grad, 2 * (a.detach().norm() - 1) * a.detach() / a.detach().norm())
+    with pytest.raises(ValueError, match="requires_grad"):
+        gradient_penalty(x_hat.detach(), x_hat.detach().sum(dim=(1, 2, 3)))
+
+
+@pytest.mark.parametrize("critic", ["dcgan-layer-norm", "resnet"])
+def test_gradient_penalty_equals_a_brute_force_per_sample_autograd_computation(critic):
+    torch.manual_seed(0)
+    D = DCGANDiscriminator(DCGANConfig.tiny(32, d_norm="layer")) if critic == "dcgan-layer-norm" \
+        else ResNetCritic(ResNetGANConfig.tiny(32))
+    real, fake = torch.rand(4, 3, 32, 32) * 2 - 1, torch.rand(4, 3, 32, 32) * 2 - 1
+    x_hat = interpolates(real, fake, torch.Generator().manual_seed(1))
+    ours = gradient_penalty(x_hat, D(x_hat))
+    (ours_grads,) = torch.autograd.grad(10 * ours.mean(), [next(D.parameters())])
+
+    # Brute force: each sample alone through D, its own input gradient, its norm, from the definition.
+    per_sample = []
+    for x in x_hat.detach():
+        x = x[None].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
+        per_sample.append((g.flatten().square().sum().sqrt() - 1) ** 2)
+    brute = torch.stack(per_sample)
+    (brute_grads,) = torch.autograd.grad(10 * brute.mean(), [next(D.parameters())])
+    assert ours.shape == (4,) and (ours > 0).all()
+    torch.testing.assert_close(ours, brute, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(ours_grads, brute_grads, rtol=1e-4, atol=1e-7)  # the double backward too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -40,10 +41,20 @@ def test_shipped_params_yaml_is_valid_and_lists_every_key():
         ({"scrape": {"base_url": "ftp://x"}}, "scrape.base_url must be an http(s) URL"),
         ({"fetch": {"photos": {"source": "x", "sha256": "abc"}}}, "fetch.photos.sha256 must be 64 hex"),
         ({"nonsense": {}}, "nonsense is not a known key"),
+        ({"train": {"arch": "wgan"}}, "train.arch: input should be 'lightweight', 'stylegan2', 'dcgan', 'wgan-gp'"),
+        ({"train": {"arch": "dcgan", "resolution": 256}}, "train.resolution must be 32, 64 or 128 for train.arch dcgan"),
+        ({"train": {"arch": "resnet-wgan-gp", "resolution": 256}}, "train.resolution must be 32, 64 or 128 for"),
+        ({"train": {"lr_g": 0}}, "train.lr_g must be > 0"),
+        ({"train": {"lr_d": -1e-4}}, "train.lr_d must be > 0"),
+        ({"train": {"betas": [0.5, 1.0]}}, "train.betas must be two numbers in [0, 1), got [0.5, 1.0]"),
+        ({"train": {"betas": [-0.1, 0.9]}}, "train.betas must be two numbers in [0, 1)"),
+        ({"train": {"betas": [0.5]}}, "train.betas.1 is required"),
+        ({"train": {"critic_steps": 0}}, "train.critic_steps must be >= 1, got 0"),
+        ({"train": {"gp_weight": -10}}, "train.gp_weight must be >= 0"),
     ],
 )
 def test_bad_params_name_the_key(data, message):
-    with pytest.raises(ParamsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ParamsError, match=re.escape(message)):
         parse_params(data)
 
 
@@ -76,3 +87,11 @@ def test_cli_reports_bad_params_before_any_work(tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert "scrape.rate_limit.requests must be > 0, got -1" in result.output
     assert not (tmp_path / "data").exists()
+
+
+def test_optimiser_keys_default_to_null_and_take_explicit_values():
+    train = parse_params({}).train
+    assert (train.lr_g, train.lr_d, train.betas, train.critic_steps) == (None, None, None, None)
+    train = parse_params({"train": {"arch": "wgan-gp", "resolution": 64, "lr_g": 3e-4, "betas": [0, 0.99],
+                                    "critic_steps": 3}}).train
+    assert (train.lr_g, train.betas, train.critic_steps) == (3e-4, (0.0, 0.99), 3)

@@ -77,10 +77,9 @@ def test_unreadable_state_is_a_clear_error(tmp_path):
 
 
 def fingerprint(cfg: TrainParams) -> dict:
-    from lowshot.train.gan_loop import RUN_ONLY_KEYS
+    from lowshot.train.gan_loop import run_fingerprint
 
-    return checkpoint.params_fingerprint({"train": cfg.model_dump(mode="json")},
-                                         exclude=[f"train.{k}" for k in RUN_ONLY_KEYS])
+    return run_fingerprint(cfg, seed=0, data="the same images")
 
 
 def test_params_mismatch_names_the_differing_keys():

@@ -224,7 +224,16 @@ def _generator_classes(arch: str) -> tuple[type, type]:
         from lowshot.models.lightweight_gan import Generator, LightweightGANConfig
 
         return LightweightGANConfig, Generator
-    raise ValueError(f"unknown generator architecture {arch!r} (known: lightweight, stylegan2)")
+    if arch in ("dcgan", "wgan-gp"):
+        from lowshot.models.dcgan import DCGANConfig, Generator
+
+        return DCGANConfig, Generator
+    if arch == "resnet-wgan-gp":
+        from lowshot.models.resnet_gan import Generator, ResNetGANConfig
+
+        return ResNetGANConfig, Generator
+    raise ValueError(f"unknown generator architecture {arch!r} "
+                     "(known: lightweight, stylegan2, dcgan, wgan-gp, resnet-wgan-gp)")
 
 
 def save_generator(path: str | os.PathLike, *, arch: str, config: Mapping[str, Any], generator: nn.Module,

@@ -1,4 +1,5 @@
-"""The GAN training loop, one for lightweight-GAN (FastGAN) and StyleGAN2(-ADA).
+"""The GAN training loop, one for every architecture: lightweight-GAN (FastGAN), StyleGAN2(-ADA) and
+the baselines DCGAN, WGAN-GP and ResNet WGAN-GP.
 
 Modelled on NVlabs/edm `training/training_loop.py` and NVlabs/stylegan2-ada-pytorch
 `training/training_loop.py`: progress is counted in thousands of real images shown to D (kimg);
@@ -6,14 +7,23 @@ each minibatch runs a list of phases (G main, G regularisation, D main, D regula
 with its own interval, so lazy regularisation is data; once per tick we log, draw the fixed-seed
 sample grid, measure FID when due, save the full state when due and check for stop.
 
-What differs between the architectures is a small `Recipe` (networks, Adam betas, losses,
-regularisers). Choices: lightweight uses Adam betas (0.5, 0.999) as FastGAN's train.py (the
-networks follow FastGAN), the hinge loss, and a pixel MSE reconstruction loss on D's decoders
-(whole image + one quarter, as lucidrains; FastGAN's LPIPS needs VGG weights we do not have
-offline); stylegan2 uses betas (0, 0.99), the non-saturating logistic loss, lazy R1 and path
-length with the interval-corrected Adam parameters. Regularisation phases run in fp32 even
-when the precision (`lowshot.precision`) autocasts the main phases to bf16: they are a small share of the work (lazy), and their
-double backward (a penalty on a gradient norm) is the most precision-sensitive part.
+What differs between the architectures is a small `Recipe` (`lowshot.train.recipes`: networks,
+losses, reference optimiser settings). Choices: lightweight uses the hinge loss and a pixel MSE
+reconstruction loss on D's decoders (whole image + one quarter, as lucidrains; FastGAN's LPIPS
+needs VGG weights we do not have offline); stylegan2 the non-saturating logistic loss, lazy R1
+and path length with the interval-corrected Adam parameters; dcgan the logistic loss; wgan-gp
+and resnet-wgan-gp the Wasserstein loss with Gulrajani et al.'s gradient penalty, taken in the
+critic's own step on interpolates of the images D saw (so of the augmented images). Regularisation
+phases and the gradient penalty run in fp32 even when the precision (`lowshot.precision`) autocasts
+the main phases to bf16: they are a small share of the work (lazy), and their double backward (a
+penalty on a gradient norm) is the most precision-sensitive part.
+
+Critic steps: with `critic_steps` n (5 for the WGAN-GP baselines), a loop step is one D step on
+its own minibatch of reals, and the G phases run on every n-th step (step % n == n - 1, before that
+step's D phase), so every G step follows n D steps (the first one n - 1) and G sees one minibatch
+of fakes per n minibatches of reals. kimg, and every cadence given in kimg (ticks, snapshots, FID,
+the EMA half-life, ADA's speed), counts real images shown to D: `batch` per step, whatever n is,
+as in the reference WGAN-GP code, where each critic iteration draws a new real batch.
 """
 
 from __future__ import annotations
@@ -38,7 +48,6 @@ from lowshot.fsutil import atomic_write_text, remove_stale_temps
 from lowshot.images.grid import image_grid
 from lowshot.images.folder import list_images
 from lowshot.metrics.probe import MetricProbe
-from lowshot.models import lightweight_gan, stylegan2
 from lowshot.params import TrainParams
 from lowshot.precision import FP32, Precision
 from lowshot.runtime import seed_everything
@@ -47,6 +56,7 @@ from lowshot.train.data import ImageDataset, InfiniteSampler, Source, sources_di
 from lowshot.train.ema import ema_beta, make_ema, update_ema
 from lowshot.train.eta import RunClock
 from lowshot.train.live import LiveLog
+from lowshot.train.recipes import ModelConfig, Recipe, describe_optim, make_recipe
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +64,6 @@ log = logging.getLogger(__name__)
 RUN_ONLY_KEYS = ("kimg", "tick_kimg", "snapshot_kimg", "keep_snapshots", "fid_every_kimg", "fid_images",
                  "grid_size", "resume_from", "workers")
 LOSSES_FILE = "losses.jsonl"  # one line per minibatch: step, kimg and every loss computed
-ModelConfig = stylegan2.StyleGAN2Config | lightweight_gan.LightweightGANConfig
 
 
 class TrainingDiverged(RuntimeError):
@@ -80,12 +89,12 @@ def derive_seed(seed: int, *names: object) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-# --- the per-architecture recipe ------------------------------------------------------------------
+# --- the phases of a minibatch --------------------------------------------------------------------
 
 
 @dataclass
 class Phase:
-    """One optimisation step of `module` with `opt`, run on minibatches where step % interval == 0.
+    """One optimisation step of `module` with `opt`, run on minibatches where step % interval == offset.
     `loss(batch)` returns (total to minimise, {scalar name: value to log})."""
 
     name: str
@@ -94,50 +103,26 @@ class Phase:
     interval: int
     loss: Callable[[dict[str, Any]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
     autocast: bool = True
+    offset: int = 0
 
-
-@dataclass
-class Recipe:
-    arch: str
-    config: ModelConfig
-    latent_dim: int
-    betas: tuple[float, float]
-    build: Callable[[], tuple[nn.Module, nn.Module]]
-    sample: Callable[[nn.Module, torch.Tensor], torch.Tensor]  # inference: G_ema, z -> images
-
-
-def make_recipe(cfg: TrainParams, model: ModelConfig | None) -> Recipe:
-    """The architecture-specific pieces for `cfg.arch`, with `model` (default: the architecture's
-    default config at `cfg.resolution`, widened or narrowed by `cfg.channels`)."""
-    if cfg.arch == "stylegan2":
-        width = {"channel_max": cfg.channels} if cfg.channels else {}
-        mc = model or stylegan2.StyleGAN2Config(resolution=cfg.resolution, **width)
-        if not isinstance(mc, stylegan2.StyleGAN2Config):
-            raise TypeError(f"train.arch is stylegan2 but the model config is a {type(mc).__name__}")
-        return Recipe("stylegan2", mc, mc.z_dim, (0.0, 0.99),
-                      lambda: (stylegan2.Generator(mc), stylegan2.Discriminator(mc)),
-                      lambda g, z: g(z, noise_mode="const"))
-    width = {"ngf": cfg.channels, "ndf": cfg.channels} if cfg.channels else {}
-    mc = model or lightweight_gan.LightweightGANConfig(resolution=cfg.resolution, **width)
-    if not isinstance(mc, lightweight_gan.LightweightGANConfig):
-        raise TypeError(f"train.arch is lightweight but the model config is a {type(mc).__name__}")
-    return Recipe("lightweight", mc, mc.latent_dim, (0.5, 0.999),
-                  lambda: (lightweight_gan.Generator(mc), lightweight_gan.Discriminator(mc)),
-                  lambda g, z: g(z))
+    def due(self, step: int) -> bool:
+        return step % self.interval == self.offset
 
 
 def make_phases(cfg: TrainParams, recipe: Recipe, G: nn.Module, D: nn.Module, augment: Callable,
-                pl: losses.PathLengthPenalty, recon_gen: torch.Generator) -> list[Phase]:
-    """G main, [G path length], D main, [D R1]: the phases of one minibatch, in order."""
-    sg2 = recipe.arch == "stylegan2"
+                pl: losses.PathLengthPenalty, recon_gen: torch.Generator,
+                penalty_gen: torch.Generator | None = None) -> list[Phase]:
+    """G main, [G path length], D main, [D R1]: the phases of one minibatch, in order; the G phases
+    every `critic_steps`-th minibatch. `penalty_gen` draws the gradient penalty's interpolation weights."""
+    sg2, lw, n = recipe.arch == "stylegan2", recipe.arch == "lightweight", recipe.optim.critic_steps
     r1_gamma = (cfg.r1_gamma if cfg.r1_gamma is not None else 0.0002 * cfg.resolution**2 / cfg.batch) if sg2 else 0.0
     pl_weight = cfg.pl_weight if sg2 else 0.0
-    g_reg = cfg.pl_interval if pl_weight > 0 else None
+    g_reg = cfg.pl_interval if pl_weight > 0 else None  # in G steps
     d_reg = cfg.r1_interval if r1_gamma > 0 else None
-    opt_g = torch.optim.Adam(G.parameters(), *losses.lazy_reg_adam_params(cfg.lr_g, recipe.betas, g_reg), eps=1e-8)
-    opt_d = torch.optim.Adam(D.parameters(), *losses.lazy_reg_adam_params(cfg.lr_d, recipe.betas, d_reg), eps=1e-8)
-    g_loss = losses.g_nonsaturating if sg2 else losses.g_hinge
-    d_loss = losses.d_logistic if sg2 else losses.d_hinge
+    betas = recipe.optim.betas
+    opt_g = torch.optim.Adam(G.parameters(), *losses.lazy_reg_adam_params(recipe.optim.lr_g, betas, g_reg), eps=1e-8)
+    opt_d = torch.optim.Adam(D.parameters(), *losses.lazy_reg_adam_params(recipe.optim.lr_d, betas, d_reg), eps=1e-8)
+    g_loss, d_loss = recipe.g_loss, recipe.d_loss
 
     def fakes(z: torch.Tensor, **kw: Any) -> Any:
         return G(z, style_mix_prob=cfg.style_mix_prob, **kw) if sg2 else G(z)
@@ -154,19 +139,30 @@ def make_phases(cfg: TrainParams, recipe: Recipe, G: nn.Module, D: nn.Module, au
     def d_main(b: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with torch.no_grad():
             fake = fakes(b["z_d"], update_w_avg=True) if sg2 else G(b["z_d"])
-        fake_logits = D(augment(fake))
+        fake_seen = augment(fake)
+        fake_logits = D(fake_seen)
+        real_seen = augment(b["real"])
         scalars: dict[str, torch.Tensor] = {}
-        if not sg2 and cfg.recon_weight > 0:
-            real_logits, rec = D(augment(b["real"]), reconstruct=True, generator=recon_gen)
+        if lw and cfg.recon_weight > 0:
+            real_logits, rec = D(real_seen, reconstruct=True, generator=recon_gen)
             recon = F.mse_loss(rec["whole"].float(), rec["whole_target"].float()) + \
                 F.mse_loss(rec["part"].float(), rec["part_target"].float())
             scalars["loss/recon"] = recon
         else:
-            real_logits = D(augment(b["real"]))
+            real_logits = D(real_seen)
             recon = torch.zeros([], device=fake_logits.device)
-        b["real_logits"] = real_logits.detach()
         loss = d_loss(real_logits, fake_logits)
         scalars["loss/D"] = loss
+        if recipe.critic:
+            # A critic's outputs are defined up to a constant: ADA's sign(D(real)) is taken about the
+            # midpoint of this batch's mean real and mean fake outputs.
+            b["real_logits"] = losses.critic_margin(real_logits, fake_logits).detach()
+            with torch.autocast(real_seen.device.type, enabled=False):
+                x_hat = losses.interpolates(real_seen.detach().float(), fake_seen.detach().float(), penalty_gen)
+                penalty = losses.gradient_penalty(x_hat, D(x_hat)).mean()
+            scalars["loss/gp"] = penalty
+            return loss + cfg.gp_weight * penalty, scalars
+        b["real_logits"] = real_logits.detach()
         return loss + cfg.recon_weight * recon, scalars
 
     def d_r1(b: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -174,9 +170,9 @@ def make_phases(cfg: TrainParams, recipe: Recipe, G: nn.Module, D: nn.Module, au
         penalty = losses.r1_penalty(real, D(augment(real))).mean()
         return penalty * (r1_gamma / 2) * cfg.r1_interval, {"loss/r1": penalty}
 
-    phases = [Phase("G", G, opt_g, 1, g_main)]
+    phases = [Phase("G", G, opt_g, n, g_main, offset=n - 1)]
     if g_reg:
-        phases.append(Phase("Greg", G, opt_g, g_reg, g_pl, autocast=False))
+        phases.append(Phase("Greg", G, opt_g, g_reg * n, g_pl, autocast=False, offset=n - 1))
     phases.append(Phase("D", D, opt_d, 1, d_main))
     if d_reg:
         phases.append(Phase("Dreg", D, opt_d, d_reg, d_r1, autocast=False))
@@ -184,11 +180,13 @@ def make_phases(cfg: TrainParams, recipe: Recipe, G: nn.Module, D: nn.Module, au
 
 
 def run_fingerprint(cfg: TrainParams, seed: int, data: str, model: ModelConfig | None = None) -> dict[str, Any]:
-    """What identifies a run: the params that change what is learned, the network config, the seed
-    and the training data (`data.sources_digest`)."""
-    config = model or make_recipe(cfg, None).config
+    """What identifies a run: the params that change what is learned (the optimiser settings as
+    resolved, so a changed reference default is a new run), the network config, the seed and the
+    training data (`data.sources_digest`)."""
+    recipe = make_recipe(cfg, model)
     return checkpoint.params_fingerprint(
-        {"train": cfg.model_dump(mode="json"), "model": config.to_dict(), "seed": seed, "data": data},
+        {"train": {**cfg.model_dump(mode="json"), **recipe.optim.as_params()}, "model": recipe.config.to_dict(),
+         "seed": seed, "data": data},
         exclude=[f"train.{k}" for k in RUN_ONLY_KEYS])
 
 
@@ -277,6 +275,7 @@ def train_gan(
     recipe = make_recipe(cfg, model)
     if recipe.config.resolution != cfg.resolution:
         raise ValueError(f"model config resolution {recipe.config.resolution} != train.resolution {cfg.resolution}")
+    log.info("optimiser: %s", describe_optim(cfg, recipe.arch, recipe.optim))
     G, D = (precision.prepare(m.to(device).train().requires_grad_(False)) for m in recipe.build())
     fingerprint = run_fingerprint(cfg, seed, sources_digest(sources), recipe.config)
     dataset = ImageDataset(sources, cfg.resolution, workers=max(1, cfg.workers))
@@ -285,14 +284,15 @@ def train_gan(
     z_gen = torch.Generator().manual_seed(derive_seed(seed, "z", rank))
     aug_gen = torch.Generator().manual_seed(derive_seed(seed, "augment", rank))
     recon_gen = torch.Generator().manual_seed(derive_seed(seed, "recon", rank))
-    generators = {"z": z_gen, "augment": aug_gen, "recon": recon_gen}
+    penalty_gen = torch.Generator().manual_seed(derive_seed(seed, "penalty", rank))
+    generators = {"z": z_gen, "augment": aug_gen, "recon": recon_gen, "penalty": penalty_gen}
     torch.manual_seed(derive_seed(seed, "torch", rank))  # style mixing, noise inputs, path length noise
     a = cfg.aug
     augment = make_augment(a.kind, policy=a.policy, p=a.p if a.kind in ("ada", "fixed") else 0.0, generator=aug_gen)
     ada = AdaController(cfg.batch, p=a.p, target=a.target, speed_kimg=a.speed_kimg, interval=a.interval,
                         sync=distributed.all_reduce_sum) if a.kind == "ada" else None
     pl = losses.PathLengthPenalty()
-    phases = make_phases(cfg, recipe, G, D, augment, pl, recon_gen)
+    phases = make_phases(cfg, recipe, G, D, augment, pl, recon_gen, penalty_gen)
     opts = {"opt_G": phases[0].opt, "opt_D": next(p.opt for p in phases if p.name == "D")}
 
     # --- resume this run, or start (optionally from another run's weights)
@@ -350,6 +350,7 @@ def train_gan(
         if main:
             state = {
                 "format": 1, "arch": recipe.arch, "config": recipe.config.to_dict(), "kimg": kimg,
+                "optim": recipe.optim.as_params(),
                 "params": fingerprint, "params_hash": checkpoint.params_hash(fingerprint),
                 "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
                 **{name: opt.state_dict() for name, opt in opts.items()}, "scaler": None,
@@ -386,7 +387,7 @@ def train_gan(
                 batch[key] = torch.randn(local_batch, recipe.latent_dim, generator=z_gen).to(device)
             row: dict[str, float] = {"step": step, "kimg": nimg / 1000}
             for phase in phases:
-                if step % phase.interval:
+                if not phase.due(step):
                     continue
                 phase.module.requires_grad_(True)
                 phase.opt.zero_grad(set_to_none=True)

@@ -6,6 +6,8 @@
 - Hinge loss (lightweight-GAN / FastGAN, Liu et al. 2021), LSGAN and vanilla BCE (CycleGAN,
   Zhu et al. 2017, junyanz/pytorch-CycleGAN-and-pix2pix `models/networks.py` GANLoss).
 - PatchNCE (CUT, Park et al. 2020, taesungp/contrastive-unpaired-translation `models/patchnce.py`).
+- Wasserstein loss with the gradient penalty on random interpolates: Gulrajani et al., "Improved
+  Training of Wasserstein GANs" (NeurIPS 2017), igul222/improved_wgan_training `gan_64x64.py`.
 
 Every loss returns a scalar averaged over its inputs; the regularisers return one value per sample
 so the caller can weight them (gamma / 2, the lazy interval) and average.
@@ -40,6 +42,41 @@ def d_hinge(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tenso
 def g_hinge(fake_logits: torch.Tensor) -> torch.Tensor:
     """Generator hinge loss -D(G(z)), averaged."""
     return -fake_logits.float().mean()
+
+
+def d_wasserstein(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Critic loss D(G(z)) - D(x), each term averaged: minus the critic's estimate of the Wasserstein-1
+    distance. (The generator's loss, -D(G(z)) averaged, is `g_hinge`.)"""
+    return fake_logits.float().mean() - real_logits.float().mean()
+
+
+def critic_margin(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """A critic's real outputs about the midpoint of the batch's mean real and mean fake output: a
+    critic is defined up to a constant, so this, not D(x), is what has a meaningful sign (for ADA's r_t)."""
+    mid = (real_logits.float().mean() + fake_logits.float().mean()) / 2
+    return real_logits.float() - mid
+
+
+def interpolates(real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x_hat = real + alpha (fake - real), alpha ~ U[0, 1) per sample (drawn on the generator's
+    device), as a new leaf that requires grad; `real` and `fake` are not differentiated."""
+    device = generator.device if generator is not None else real.device
+    alpha = torch.rand(len(real), *[1] * (real.ndim - 1), generator=generator, device=device).to(real)
+    return torch.lerp(real.detach(), fake.detach(), alpha).requires_grad_(True)
+
+
+def gradient_penalty(x_hat: torch.Tensor, critic_out: torch.Tensor) -> torch.Tensor:
+    """(||d D(x_hat) / d x_hat||_2 - 1)^2 per sample, shape (N,), differentiable w.r.t. D's
+    parameters (Gulrajani et al. eq. 3; the caller multiplies by lambda and averages).
+
+    `x_hat` must have required grad before D saw it (`interpolates` returns such a tensor). The
+    gradient of the batch's summed outputs is each sample's own gradient only for a critic without
+    batch norm, as WGAN-GP requires.
+    """
+    if not x_hat.requires_grad:
+        raise ValueError("gradient_penalty: D must be run on x_hat after x_hat.requires_grad_(True)")
+    (grads,) = torch.autograd.grad(critic_out.float().sum(), x_hat, create_graph=True)
+    return (torch.linalg.vector_norm(grads.float().flatten(1), dim=1) - 1).square()
 
 
 def gan_loss(kind: str, logits: torch.Tensor, target_is_real: bool, for_discriminator: bool = True) -> torch.Tensor:

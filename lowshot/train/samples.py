@@ -2,7 +2,8 @@
 
 Each image has its own seed, so image `i` of a run can be redrawn alone (as stylegan2-ada's
 `generate.py --seeds`). Truncation: stylegan2 moves w toward the tracked mean w (psi 1 = none);
-lightweight-GAN has no mapping network, so psi scales z toward the mean of its N(0, I) prior.
+the other architectures (lightweight, dcgan, wgan-gp, resnet-wgan-gp) have no mapping network, so
+psi scales z toward the mean of its N(0, I) prior.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from lowshot.images.grid import to_pil_images
 def latent_dim(G: nn.Module) -> int:
     """Size of z of a generator from `checkpoint.load_generator`."""
     config = G.config_dict
-    return int(config["z_dim"] if G.arch == "stylegan2" else config["latent_dim"])
+    return int(config["latent_dim"] if G.arch == "lightweight" else config["z_dim"])
 
 
 def seed_latents(seeds: Sequence[int], dim: int) -> torch.Tensor:
@@ -30,7 +31,7 @@ def seed_latents(seeds: Sequence[int], dim: int) -> torch.Tensor:
 
 
 def _styles(G: nn.Module, z: torch.Tensor, psi: float) -> torch.Tensor:
-    """The generator's input for z: stylegan2's (truncated) ws, lightweight's scaled z."""
+    """The generator's input for z: stylegan2's (truncated) ws, the other architectures' scaled z."""
     return G.mapping(z, psi=psi) if G.arch == "stylegan2" else z * psi
 
 
@@ -48,7 +49,7 @@ def synthesize(G: nn.Module, z: torch.Tensor, *, psi: float = 1.0, batch_size: i
 
 @torch.inference_mode()
 def interpolate(G: nn.Module, z0: torch.Tensor, z1: torch.Tensor, steps: int, *, psi: float = 1.0) -> torch.Tensor:
-    """`steps` images on the way from z0 to z1: linear in w (stylegan2), spherical in z (lightweight)."""
+    """`steps` images on the way from z0 to z1: linear in w (stylegan2), spherical in z (the others)."""
     if steps < 2:
         raise ValueError(f"an interpolation needs at least 2 steps, got {steps}")
     device = next(G.parameters()).device
