@@ -17,6 +17,7 @@ from lowshot.train.losses import (
     gan_loss,
     lazy_reg_adam_params,
     r1_penalty,
+    wgan_gradient_penalty,
 )
 
 
@@ -150,3 +151,20 @@ def test_lazy_regularisation_adam_correction():
     assert lazy_reg_adam_params(0.002, (0.0, 0.99), None) == (0.002, (0.0, 0.99))
     with pytest.raises(ValueError, match="interval"):
         lazy_reg_adam_params(0.002, (0.0, 0.99), 0)
+
+
+def test_wgan_gradient_penalty_whole_image_and_per_pixel():
+    # A linear critic D(x) = sum(w * x) has gradient w at every input, whatever the mix of real and fake.
+    w = torch.nn.Parameter(torch.tensor([[[[3.0, 0.0]], [[4.0, 1.0]]]]))  # (1, C=2, H=1, W=2)
+    critic = lambda x: (x * w).sum(dim=(1, 2, 3))  # noqa: E731
+    real, fake = torch.randn(3, 2, 1, 2), torch.randn(3, 2, 1, 2)
+    whole = wgan_gradient_penalty(critic, real, fake)
+    norm = math.sqrt(9 + 16 + 1)
+    assert whole.shape == (3,) and torch.allclose(whole, torch.full((3,), (norm - 1) ** 2))
+    whole.mean().backward()  # differentiable in the critic's weights: d/dw (|w| - 1)^2 = 2 (|w| - 1) w / |w|
+    torch.testing.assert_close(w.grad, 2 * (norm - 1) * w.detach() / norm)
+
+    # Per pixel (SinGAN's patch critic): pixel 0 has channel norm 5, pixel 1 norm 1.
+    patch_critic = lambda x: (x * w).sum(dim=1, keepdim=True)  # noqa: E731  (N, 1, H, W) scores
+    per_pixel = wgan_gradient_penalty(patch_critic, real, fake, per_pixel=True)
+    assert torch.allclose(per_pixel, torch.full((3,), ((5 - 1) ** 2 + (1 - 1) ** 2) / 2))

@@ -5,6 +5,8 @@
   NVlabs/stylegan2-ada-pytorch `training/loss.py` and `training/training_loop.py`.
 - Hinge loss (lightweight-GAN / FastGAN, Liu et al. 2021), LSGAN and vanilla BCE (CycleGAN,
   Zhu et al. 2017, junyanz/pytorch-CycleGAN-and-pix2pix `models/networks.py` GANLoss).
+- WGAN gradient penalty: Gulrajani et al., "Improved Training of Wasserstein GANs" (NeurIPS 2017),
+  with SinGAN / ConSinGAN's per-pixel variant for patch critics (tohinz/ConSinGAN `functions.py`).
 
 Every loss returns a scalar averaged over its inputs; the regularisers return one value per sample
 so the caller can weight them (gamma / 2, the lazy interval) and average.
@@ -13,6 +15,7 @@ so the caller can weight them (gamma / 2, the lazy interval) and average.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -77,6 +80,25 @@ def r1_penalty(real_images: torch.Tensor, real_logits: torch.Tensor) -> torch.Te
         raise ValueError("r1_penalty: call real_images.requires_grad_(True) before running D on them")
     (grads,) = torch.autograd.grad(real_logits.float().sum(), real_images, create_graph=True)
     return grads.float().square().sum(dim=tuple(range(1, grads.ndim)))
+
+
+def wgan_gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, *, per_pixel: bool = False,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+    """WGAN-GP: (||grad D(x_hat)|| - 1)^2 at x_hat = a * real + (1 - a) * fake, a ~ U(0, 1) per
+    sample (drawn on the CPU from `generator`), one value per sample, shape (N,), differentiable.
+
+    The gradient is that of the sum of D's outputs (any shape: one score or a patch map per
+    image). `per_pixel`: the norm is taken over channels at each pixel and the squared deviation
+    averaged over pixels, as SinGAN / ConSinGAN do for their patch critic; otherwise over the
+    whole image (Gulrajani et al.). The caller multiplies by the penalty weight and averages.
+    """
+    a = torch.rand(len(real), 1, 1, 1, generator=generator).to(device=real.device, dtype=real.dtype)
+    mixed = (a * real.detach() + (1 - a) * fake.detach()).requires_grad_(True)
+    (grads,) = torch.autograd.grad(critic(mixed).float().sum(), mixed, create_graph=True)
+    grads = grads.float()
+    if per_pixel:
+        return (grads.norm(2, dim=1) - 1).square().flatten(1).mean(dim=1)
+    return (grads.flatten(1).norm(2, dim=1) - 1).square()
 
 
 class PathLengthPenalty:
