@@ -140,11 +140,17 @@ def _set_decay(opt: torch.optim.Optimizer, factor: float) -> None:
         group["lr"] = group["initial_lr"] * factor
 
 
-def _adam(groups: Any, lr: float, beta1: float) -> torch.optim.Optimizer:
-    opt = torch.optim.Adam(groups, lr=lr, betas=(beta1, BETA2))
-    for group in opt.param_groups:
-        group["initial_lr"] = group["lr"]
-    return opt
+def stage_optimizers(G: Generator, D: Discriminator, cfg: SinGANParams
+                     ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """Fresh Adam optimizers for a stage: G's groups from `stage_param_groups`, D whole. Each group
+    keeps its undecayed rate as `initial_lr`."""
+    groups = stage_param_groups(G, lr=cfg.lr_g, concurrent=cfg.concurrent, lr_scale=cfg.lr_scale)
+    opts = (torch.optim.Adam(groups, lr=cfg.lr_g, betas=(cfg.beta1, BETA2)),
+            torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, BETA2)))
+    for opt in opts:
+        for group in opt.param_groups:
+            group["initial_lr"] = group["lr"]
+    return opts
 
 
 # --- fingerprint, model file ----------------------------------------------------------------------
@@ -290,9 +296,7 @@ def train_singan(
         D.load_state_dict(state["D"])
         fixed_noise = [z.to(device) for z in state["fixed_noise"]]
         amps = list(state["amps"])
-        opt_g = _adam(stage_param_groups(G, lr=cfg.lr_g, concurrent=cfg.concurrent, lr_scale=cfg.lr_scale),
-                      cfg.lr_g, cfg.beta1)
-        opt_d = _adam(D.parameters(), cfg.lr_d, cfg.beta1)
+        opt_g, opt_d = stage_optimizers(G, D, cfg)
         opt_g.load_state_dict(state["opt_G"])
         opt_d.load_state_dict(state["opt_D"])
         checkpoint.set_rng_state(state["rng"], generators)
@@ -331,17 +335,15 @@ def train_singan(
                 G.grow()
                 G.to(device)
             if it == 0:
-                fixed_noise, amps = _start_stage(G, reals, sizes, fixed_noise, amps, stage, cfg, generators["fixed"],
-                                                 device)
-                opt_g = _adam(stage_param_groups(G, lr=cfg.lr_g, concurrent=cfg.concurrent, lr_scale=cfg.lr_scale),
-                              cfg.lr_g, cfg.beta1)
-                opt_d = _adam(D.parameters(), cfg.lr_d, cfg.beta1)
+                fixed_noise, amps = start_stage(G, reals, sizes, fixed_noise, amps, stage, cfg, generators["fixed"],
+                                                device)
+                opt_g, opt_d = stage_optimizers(G, D, cfg)
             decay = cfg.lr_decay if it >= round(cfg.lr_decay_at * cfg.iterations) else 1.0
             _set_decay(opt_g, decay)
             _set_decay(opt_d, decay)
 
-            row = _iteration(G, D, opt_g, opt_d, reals[stage], sizes[:stage + 1], fixed_noise, amps, cfg,
-                             generators, device, out_dir=out_dir, where=f"stage {stage}, iteration {it}")
+            row = train_iteration(G, D, opt_g, opt_d, reals[stage], sizes[:stage + 1], fixed_noise, amps, cfg,
+                                  generators, device, out_dir=out_dir, where=f"stage {stage}, iteration {it}")
             step = _step(cfg, stage, it)
             losses_log.write(json.dumps({"step": step, "stage": stage, "iter": it, **row}) + "\n")
             for k, v in row.items():
@@ -386,10 +388,13 @@ def _step(cfg: SinGANParams, stage: int, it: int) -> int:
     return stage * cfg.iterations + it
 
 
-def _start_stage(G: Generator, reals: list[torch.Tensor], sizes: list[Size], fixed_noise: list[torch.Tensor],
-                 amps: list[float], stage: int, cfg: SinGANParams, gen: torch.Generator,
-                 device: torch.device) -> tuple[list[torch.Tensor], list[float]]:
-    """The fixed reconstruction input and the noise amplitude of `stage` (the newest)."""
+def start_stage(G: Generator, reals: list[torch.Tensor], sizes: list[Size], fixed_noise: list[torch.Tensor],
+                amps: list[float], stage: int, cfg: SinGANParams, gen: torch.Generator,
+                device: torch.device) -> tuple[list[torch.Tensor], list[float]]:
+    """The fixed reconstruction inputs and noise amplitudes of stages 0..`stage`, given those of
+    the stages below (`stage` is G's newest): stage 0 reconstructs from the coarsest level itself
+    at amplitude 1; a later stage draws a fixed noise map from `gen`, and its amplitude is
+    `cfg.noise_amp` x the RMSE of G's reconstruction before the stage has trained."""
     if stage == 0:
         return [reals[0].clone()], [1.0]
     shape = noise_shapes(G.config, sizes[:stage + 1])[stage]
@@ -400,11 +405,13 @@ def _start_stage(G: Generator, reals: list[torch.Tensor], sizes: list[Size], fix
     return fixed, [*amps, cfg.noise_amp * rmse]
 
 
-def _iteration(G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-               real: torch.Tensor, sizes: list[Size], fixed_noise: list[torch.Tensor], amps: list[float],
-               cfg: SinGANParams, generators: dict[str, torch.Generator], device: torch.device, *,
-               out_dir: Path, where: str) -> dict[str, float]:
-    """One iteration: `d_steps` critic steps on one fake, then the generator's steps. Returns its losses."""
+def train_iteration(G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+                    real: torch.Tensor, sizes: list[Size], fixed_noise: list[torch.Tensor], amps: list[float],
+                    cfg: SinGANParams, generators: dict[str, torch.Generator], device: torch.device, *,
+                    out_dir: Path, where: str) -> dict[str, float]:
+    """One iteration on level `real`: `d_steps` critic steps against one fake drawn from
+    `generators["noise"]`, then `g_steps` generator steps on adversarial + reconstruction loss.
+    Returns its losses; raises TrainingDiverged (naming `where`) before any step on a non-finite one."""
     noise = random_noise(G.config, sizes, 1, generator=generators["noise"], device=device)
     fake = G(noise, sizes, amps)  # G does not change during the critic steps: one fake serves them all
 
