@@ -46,7 +46,7 @@ from lowshot.metrics.inception import InceptionFeatures
 from lowshot.params import parse_params
 from lowshot.runtime import pick_device
 from lowshot.train.samples import write_images
-from lowshot.train.singan_loop import MODEL_FILE, load_model
+from lowshot.train.singan_loop import MODEL_FILE, image_pyramid, load_model
 from stages import singan as singan_stage
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -76,11 +76,9 @@ def resized_variations(params, runs: dict[Path, Path], folder: Path, device: tor
     out: dict[Path, list[Path]] = {}
     for painting, run_dir in runs.items():
         model = load_model(run_dir / MODEL_FILE, device)
-        images = model.draw(singan_stage.variation_seeds(params.seed, painting, s.samples))
-        images = torch.nn.functional.interpolate(images, size=(s.size, s.size), mode="bicubic", antialias=True,
-                                                 align_corners=False).clamp(-1, 1)
-        recon = torch.nn.functional.interpolate(model.reconstruct(), size=(s.size, s.size), mode="bicubic",
-                                                antialias=True, align_corners=False).clamp(-1, 1)
+        (images,) = image_pyramid(model.draw(singan_stage.variation_seeds(params.seed, painting, s.samples)),
+                                  [(s.size, s.size)])
+        (recon,) = image_pyramid(model.reconstruct(), [(s.size, s.size)])
         (folder / "resized").mkdir(parents=True, exist_ok=True)
         (folder / "recon").mkdir(parents=True, exist_ok=True)
         out[painting] = write_images(images, [f"{painting.stem}-{i:03d}.png" for i in range(len(images))],

@@ -29,7 +29,14 @@ from lowshot.runtime import pick_device
 from lowshot.train import checkpoint
 from lowshot.train.gan_loop import derive_seed
 from lowshot.train.samples import write_images
-from lowshot.train.singan_loop import MODEL_FILE, load_model, load_painting, run_fingerprint, train_singan
+from lowshot.train.singan_loop import (
+    MODEL_FILE,
+    image_pyramid,
+    load_model,
+    load_painting,
+    run_fingerprint,
+    train_singan,
+)
 from stages.paths import PROCESSED, REPORTS, SINGAN, SINGAN_LIVE, SINGAN_MODELS
 
 log = logging.getLogger(__name__)
@@ -108,10 +115,9 @@ def run(params: Params, *, progress: bool = True, size: tuple[int, int] | None =
             model = load_model(run_dir / MODEL_FILE, device)
             images = model.draw(variation_seeds(params.seed, painting, s.samples), (height, width))
             write_images(images, [f"{painting.stem}-{i:03d}.png" for i in range(len(images))], tmp)
-            original = torch.nn.functional.interpolate(load_painting(painting), size=(height, width), mode="bicubic",
-                                                       antialias=True, align_corners=False)
+            (original,) = image_pyramid(load_painting(painting), [(height, width)])
             shown = images[:SHEET_VARIATIONS]
-            cells.append(torch.cat([original.clamp(-1, 1), shown]))
+            cells.append(torch.cat([original, shown]))
             labels += [painting.name] + [f"#{i}" for i in range(len(shown))]
     save_grid(torch.cat(cells), sheet, ncols=1 + min(SHEET_VARIATIONS, s.samples), labels=labels)
     log.info("wrote %d variations of %d paintings to %s, sheet %s", s.samples * len(runs), len(runs), out, sheet)

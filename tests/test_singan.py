@@ -274,3 +274,12 @@ def test_cli_rejects_a_bad_size(project):
 def test_bad_singan_params_name_the_key(singan, message):
     with pytest.raises(ParamsError, match=message):
         parse_params({"singan": singan})
+
+
+def test_singan_is_a_monet_source_of_the_translator_off_by_default():
+    from stages.cyclegan import MONET_SOURCES
+    from stages.paths import SINGAN
+
+    assert parse_params({}).cyclegan.monet_sources["singan"] == 0.0
+    assert parse_params({"cyclegan": {"monet_sources": {"singan": 1.0}}}).cyclegan.monet_sources == {"singan": 1.0}
+    assert MONET_SOURCES["singan"] == SINGAN

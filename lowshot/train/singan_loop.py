@@ -109,7 +109,7 @@ def load_painting(path: str | Path) -> torch.Tensor:
 
 
 def image_pyramid(image: torch.Tensor, sizes: Sequence[Size]) -> list[torch.Tensor]:
-    """`image` (1, 3, H, W) resized to each of `sizes` (antialiased bicubic, as the reference's
+    """`image` (N, 3, H, W) resized to each of `sizes` (antialiased bicubic, as the reference's
     MATLAB-style imresize), values kept in [-1, 1]."""
     return [F.interpolate(image, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
             if tuple(image.shape[2:]) != tuple(size) else image.clone() for size in sizes]
@@ -333,7 +333,6 @@ def train_singan(
                 # --- a new stage: grow G, fix its reconstruction noise, measure its noise amplitude
                 stage, it = stage + 1, 0
                 G.grow()
-                G.to(device)
             if it == 0:
                 fixed_noise, amps = start_stage(G, reals, sizes, fixed_noise, amps, stage, cfg, generators["fixed"],
                                                 device)
