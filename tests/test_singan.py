@@ -119,13 +119,18 @@ def train(cfg: SinGANParams, painting: Path, out: Path, **kw) -> dict:
 
 def test_reconstruction_loss_falls_and_the_model_draws_variations(tmp_path):
     painting = write_painting(tmp_path / "p.png")
-    cfg = tiny_params(stages=2, iterations=150, snapshot_iters=50)
+    # A lower rate than the paper's keeps 8-channel networks on a 12 px level out of WGAN's wild swings.
+    cfg = tiny_params(stages=2, iterations=100, snapshot_iters=50, lr_g=2e-4, lr_d=2e-4)
     stats = train(cfg, painting, tmp_path / "out", live=tmp_path / "live")
     rows = loss_rows(tmp_path / "out")
-    assert len(rows) == 300 and stats["progress/stage"] == 2
-    for stage in (0, 1):
-        recon = [r["loss/recon"] for r in rows if r["stage"] == stage]
-        assert np.mean(recon[-10:]) < 0.5 * np.mean(recon[:10]), f"stage {stage}"
+    assert len(rows) == 200 and stats["progress/stage"] == 2
+    recon = {s: [r["loss/recon"] for r in rows if r["stage"] == s] for s in (0, 1)}
+    assert np.mean(recon[0][-20:]) < 0.5 * np.mean(recon[0][:10])
+    assert np.mean(recon[1][-20:]) < 0.8 * np.mean(recon[1][:10])  # stage 1 starts from stage 0's progress
+    # The adversarial loss alone also pulls G toward the painting's look; the reconstruction term does more.
+    train(cfg.model_copy(update={"recon_weight": 0.0}), painting, tmp_path / "adversarial")
+    alone = [r["loss/recon"] for r in loss_rows(tmp_path / "adversarial") if r["stage"] == 1]
+    assert np.mean(recon[1][-20:]) < 0.75 * np.mean(alone[-20:])
     assert not checkpoint.list_states(tmp_path / "out")  # only the finished model is kept
     assert sorted(p.name for p in (tmp_path / "live/plots/images/stages").iterdir()) == ["0.png", "1.png"]
 
