@@ -6,8 +6,9 @@ For each maximum size, the pyramid of a 256x256 Monet (`pyramid_sizes` with the 
 min_size and stages) is trained stage by stage exactly as `train_singan` trains it (`start_stage`,
 then `train_iteration`: 3 critic steps with the gradient penalty, one generator backward, 3 Adam
 steps), but only `--iters` timed iterations per stage after one untimed warm-up. Each stage's
-seconds per iteration, times an iteration count, gives a painting's training time: the table shows
-it for the CPU default (`singan.iterations`) and the paper's 2,000.
+seconds per iteration, times its iteration count, gives a painting's training time: the table shows
+it for the CPU default (`singan.iterations`), for `--iterations` (a list per stage, or one count)
+and for the paper's 2,000 per stage.
 
 Baselines, in the same run: the paper's setting (250 px, 2,000 iterations per stage) beside the CPU
 default, and fp32 dense matmul GFLOP/s on the same threads before and after the timing, which
@@ -36,6 +37,7 @@ from lowshot.train.singan_loop import (
     load_painting,
     model_config,
     pyramid_sizes,
+    stage_iterations,
     stage_optimizers,
     start_stage,
     train_iteration,
@@ -82,6 +84,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="128,256", help="maximum sizes (singan.max_size) to time")
     parser.add_argument("--iters", type=int, default=3, help="timed iterations per stage")
     parser.add_argument("--painting", type=Path, default=None, help="default: the first of monet-train30")
+    parser.add_argument("--iterations", default=None, help="another schedule to price: one count, or one per stage (600,400,...)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     painting = args.painting or (sorted((SHARED / "monet-train30").iterdir())[0]
@@ -102,15 +105,21 @@ def main() -> None:
         print("|---|---|---|")
         for stage, (h, w), s in rows:
             print(f"| {stage} | {h}x{w} | {s:.3f} |")
-        summary.append((max_size, sum(s for _, _, s in rows)))
+        summary.append((max_size, [s for _, _, s in rows]))
     after = matmul(1024, 8, device)
     print(f"\nmatmul baseline: {before[0] / before[1] / 1e9:.0f} GFLOP/s before, {after[0] / after[1] / 1e9:.0f} after")
-    print("\nTraining time per painting (sum over stages of s/iteration x iterations per stage)")
-    print(f"| max_size | {default.iterations} iterations/stage (CPU default) | {PAPER_ITERATIONS} (paper) |")
-    print("|---|---|---|")
-    for max_size, per_round in summary:
-        print(f"| {max_size} | {per_round * default.iterations / 60:.1f} min | "
-              f"{per_round * PAPER_ITERATIONS / 60:.1f} min |")
+
+    schedules = {f"{default.iterations} (CPU default)": stage_iterations(default)}
+    if args.iterations:
+        counts = [int(v) for v in args.iterations.split(",")]
+        schedules[args.iterations] = counts * default.stages if len(counts) == 1 else counts
+    schedules[f"{PAPER_ITERATIONS} (paper)"] = [PAPER_ITERATIONS] * default.stages
+    print("\nTraining time per painting, minutes (sum over stages of s/iteration x that stage's iterations)")
+    print("| max_size | " + " | ".join(f"iterations {name}" for name in schedules) + " |")
+    print("|---|" + "---|" * len(schedules))
+    for max_size, per_stage in summary:
+        print(f"| {max_size} | " + " | ".join(f"{sum(s * n for s, n in zip(per_stage, its)) / 60:.1f}"
+                                             for its in schedules.values()) + " |")
 
 
 if __name__ == "__main__":

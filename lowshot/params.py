@@ -212,7 +212,7 @@ class SinGANParams(Section):
     stages: int = Field(6, ge=1, le=16, description="pyramid levels = generator stages (the paper: 6)")
     min_size: int = Field(25, ge=8, description="shorter side of the coarsest level, pixels (the paper: 25)")
     max_size: int = Field(128, ge=8, description="longer side of the finest level, pixels (the paper: 250)")
-    iterations: int = Field(200, ge=1, description="iterations per stage (the paper: 2000; 200 keeps a CPU run near 10 min)")
+    iterations: int | list[int] = Field(200, description="iterations of every stage, or one count per stage, coarsest first (the paper: 2000)")
     concurrent: int = Field(3, ge=1, description="newest stages trained together")
     lr_scale: float = Field(0.1, gt=0, le=1, description="learning rate factor per stage below the newest")
     lr_g: float = Field(0.0005, gt=0, description="generator learning rate (newest stage)")
@@ -243,10 +243,19 @@ class SinGANParams(Section):
                 raise ValueError(f"must be distinct file names of data/processed/monet_train (no folders), got {v}")
         return v
 
+    @field_validator("iterations")
+    @classmethod
+    def _iterations(cls, v: int | list[int]) -> int | list[int]:
+        if min(v if isinstance(v, list) else [v], default=0) < 1:
+            raise ValueError(f"must be a count >= 1 or a list of counts >= 1, got {v}")
+        return v
+
     @model_validator(mode="after")
     def _sizes(self) -> SinGANParams:
         if self.min_size >= self.max_size:
             raise ValueError(f"min_size ({self.min_size}) must be below max_size ({self.max_size})")
+        if isinstance(self.iterations, list) and len(self.iterations) != self.stages:
+            raise ValueError(f"iterations lists {len(self.iterations)} counts for {self.stages} stages")
         return self
 
 

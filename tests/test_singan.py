@@ -145,20 +145,25 @@ def test_reconstruction_loss_falls_and_the_model_draws_variations(tmp_path):
     assert model.draw([1, 2], size=(40, 56)).shape == (2, 3, 40, 56)  # other sizes: scaled noise maps
 
 
-@pytest.mark.parametrize("stop_after", [6, 4])  # mid-stage between snapshots / exactly at a stage's end
-def test_interrupted_painting_resumes_exactly(stop_after, tmp_path):
+@pytest.mark.parametrize(("iterations", "stop_after", "stage_reached"), [
+    (4, 6, 1.5),  # mid-stage, between two snapshots
+    (4, 4, 1.0),  # exactly at a stage's end
+    ([3, 5, 2], 7, 1.8),  # a count per stage
+])
+def test_interrupted_painting_resumes_exactly(iterations, stop_after, stage_reached, tmp_path):
     painting = write_painting(tmp_path / "p.png")
-    cfg = tiny_params()
+    cfg = tiny_params(iterations=iterations)
     train(cfg, painting, tmp_path / "whole")
 
     out = tmp_path / "parts"
     stats = train(cfg, painting, out, max_iters=stop_after)
-    assert stats["progress/stage"] == pytest.approx(stop_after / cfg.iterations)
+    assert stats["progress/stage"] == pytest.approx(stage_reached) and stats["progress/ran"] == stop_after
     assert not (out / MODEL_FILE).exists() and checkpoint.latest_state(out) is not None
     train(cfg, painting, out)
 
     assert loss_rows(out) == loss_rows(tmp_path / "whole")  # every loss of every iteration, bit for bit
-    assert len(loss_rows(out)) == cfg.stages * cfg.iterations
+    per_stage = [iterations] * cfg.stages if isinstance(iterations, int) else iterations
+    assert [r["stage"] for r in loss_rows(out)] == [s for s, n in enumerate(per_stage) for _ in range(n)]
     a, b = (checkpoint.load_state(d / MODEL_FILE) for d in (out, tmp_path / "whole"))
     assert a["amps"] == b["amps"] and a["sizes"] == b["sizes"]
     for name in b["G"]:
@@ -273,7 +278,9 @@ def test_cli_rejects_a_bad_size(project):
     ({"paintings": ["a.jpg", "a.jpg"]}, "singan.paintings must be distinct file names"),
     ({"paintings": ["sub/a.jpg"]}, "singan.paintings must be distinct file names"),
     ({"min_size": 30, "max_size": 25}, r"singan min_size \(30\) must be below max_size \(25\)"),
-    ({"iterations": 0}, "singan.iterations must be >= 1"),
+    ({"iterations": 0}, "singan.iterations must be a count >= 1"),
+    ({"iterations": [5, 0, 5, 5, 5, 5]}, "singan.iterations must be a count >= 1 or a list"),
+    ({"iterations": [5, 5]}, "singan iterations lists 2 counts for 6 stages"),
     ({"lr_scale": 2}, "singan.lr_scale must be <= 1"),
 ])
 def test_bad_singan_params_name_the_key(singan, message):

@@ -242,7 +242,7 @@ def train_singan(
     progress: bool = True,
     max_iters: int | None = None,
 ) -> dict[str, float]:
-    """Train ConSinGAN on the image `painting`, `cfg.stages` stages of `cfg.iterations` iterations.
+    """Train ConSinGAN on the image `painting`: `cfg.stages` stages of `stage_iterations(cfg)` iterations.
 
     Writes to `out_dir`: `state-<k>.pt` (full state every `snapshot_iters` iterations, at each
     stage's end and on stopping; k = thousands of iterations done), `losses.jsonl` (every
@@ -315,7 +315,8 @@ def train_singan(
                  "rng": checkpoint.rng_state(generators)}
         checkpoint.save_state(out_dir, state, kimg=_step(cfg, stage, it) / 1000, keep=cfg.keep_snapshots)
 
-    total = cfg.stages * cfg.iterations
+    iterations = stage_iterations(cfg)
+    total = sum(iterations)
     live = LiveLog(live_dir, resume=state_file is not None, resume_step=_step(cfg, stage, it))
     bar = tqdm(total=total, initial=_step(cfg, stage, it), unit="it", desc=f"singan {painting.stem}",
                disable=not progress)
@@ -327,7 +328,7 @@ def train_singan(
     start = time.time()
     try:
         while True:
-            if it == cfg.iterations:
+            if it == iterations[stage]:
                 if stage == cfg.stages - 1:
                     break
                 # --- a new stage: grow G, fix its reconstruction noise, measure its noise amplitude
@@ -337,7 +338,7 @@ def train_singan(
                 fixed_noise, amps = start_stage(G, reals, sizes, fixed_noise, amps, stage, cfg, generators["fixed"],
                                                 device)
                 opt_g, opt_d = stage_optimizers(G, D, cfg)
-            decay = cfg.lr_decay if it >= round(cfg.lr_decay_at * cfg.iterations) else 1.0
+            decay = cfg.lr_decay if it >= round(cfg.lr_decay_at * iterations[stage]) else 1.0
             _set_decay(opt_g, decay)
             _set_decay(opt_d, decay)
 
@@ -350,7 +351,7 @@ def train_singan(
             it, ran, summed = it + 1, ran + 1, summed + 1
             bar.update(1)
 
-            stage_done = it == cfg.iterations
+            stage_done = it == iterations[stage]
             stop = max_iters is not None and ran >= max_iters
             if not (stage_done or stop or it % cfg.snapshot_iters == 0):
                 continue
@@ -358,7 +359,7 @@ def train_singan(
             now = time.time()
             seconds, start = seconds + now - start, now
             stats = {k: v / summed for k, v in sums.items()}
-            stats.update({"progress/stage": stage + it / cfg.iterations, "progress/ran": ran, "time/seconds": seconds})
+            stats.update({"progress/stage": stage + it / iterations[stage], "progress/ran": ran, "time/seconds": seconds})
             sums, summed = {}, 0
             live.log(_step(cfg, stage, it), stats)
             bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in stats.items() if k.startswith("loss/")})
@@ -382,9 +383,14 @@ def train_singan(
     return {**stats, "progress/stage": float(cfg.stages), "progress/ran": ran, "time/seconds": seconds}
 
 
+def stage_iterations(cfg: SinGANParams) -> list[int]:
+    """Iterations of each stage, coarsest first."""
+    return list(cfg.iterations) if isinstance(cfg.iterations, list) else [cfg.iterations] * cfg.stages
+
+
 def _step(cfg: SinGANParams, stage: int, it: int) -> int:
     """Iterations done over all stages: the x axis of the logs and the name of the state files."""
-    return stage * cfg.iterations + it
+    return sum(stage_iterations(cfg)[:stage]) + it
 
 
 def start_stage(G: Generator, reals: list[torch.Tensor], sizes: list[Size], fixed_noise: list[torch.Tensor],
