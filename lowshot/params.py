@@ -209,6 +209,7 @@ class SinGANParams(Section):
     paintings: int | list[str] = Field(5, description="paintings of monet_train to learn: a count (drawn by seed) or file names")
     samples: int = Field(20, ge=1, description="variations written per painting")
     size: int = Field(256, ge=16, le=2048, description="side of the written variations, pixels (square)")
+    upscale: Literal["resize", "noise"] = Field("resize", description="variations reach `size` from the training size by resizing the drawn image, or by drawing with scaled noise maps")
     stages: int = Field(6, ge=1, le=16, description="pyramid levels = generator stages (the paper: 6)")
     min_size: int = Field(25, ge=8, description="shorter side of the coarsest level, pixels (the paper: 25)")
     max_size: int = Field(128, ge=8, description="longer side of the finest level, pixels (the paper: 250)")

@@ -82,8 +82,9 @@ def variation_seeds(seed: int, painting: Path, count: int) -> list[int]:
 def run(params: Params, *, progress: bool = True, size: tuple[int, int] | None = None,
         max_iters: int | None = None) -> SinGANSummary:
     """Train every asked-for painting, then draw `singan.samples` variations of each at
-    `singan.size` px square into data/singan/ (or, with `size` = (width, height), into
-    data/singan_<W>x<H>/ by scaled noise maps), with a contact sheet."""
+    `singan.size` px square (from the training size as `singan.upscale` says) into data/singan/,
+    or, with `size` = (width, height), at that size by scaled noise maps into
+    data/singan_<W>x<H>/; with a contact sheet."""
     s = params.singan
     device = pick_device(params.device)
     paintings = select_paintings(s.paintings, PROCESSED / "monet_train", params.seed)
@@ -113,7 +114,11 @@ def run(params: Params, *, progress: bool = True, size: tuple[int, int] | None =
     with atomic_dir(out) as tmp:
         for painting, run_dir in tqdm(runs.items(), desc="singan draw", unit="painting", disable=not progress):
             model = load_model(run_dir / MODEL_FILE, device)
-            images = model.draw(variation_seeds(params.seed, painting, s.samples), (height, width))
+            seeds = variation_seeds(params.seed, painting, s.samples)
+            if size is None and s.upscale == "resize":
+                (images,) = image_pyramid(model.draw(seeds), [(height, width)])
+            else:
+                images = model.draw(seeds, (height, width))
             write_images(images, [f"{painting.stem}-{i:03d}.png" for i in range(len(images))], tmp)
             (original,) = image_pyramid(load_painting(painting), [(height, width)])
             shown = images[:SHEET_VARIATIONS]

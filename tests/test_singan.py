@@ -16,8 +16,10 @@ from lowshot.models.consingan import ConSinGANConfig, Discriminator, Generator, 
 from lowshot.params import ParamsError, SinGANParams, parse_params
 from lowshot.train import checkpoint, losses
 from lowshot.train.gan_loop import LOSSES_FILE, TrainingDiverged
+from lowshot.images.grid import to_pil_images
 from lowshot.train.singan_loop import (
     MODEL_FILE,
+    image_pyramid,
     load_model,
     pyramid_sizes,
     scaled_sizes,
@@ -233,6 +235,16 @@ def test_stage_skips_finished_paintings_and_retrains_only_what_a_param_changes(p
     assert again.trained == [] and runs(project) == models
     assert len(list((project / "data/singan").iterdir())) == 8
     assert all(np.array_equal(np.asarray(PIL.Image.open(project / "data/singan" / n)), a) for n, a in pixels.items())
+    # Written at `size` from the training size: resized by default, or drawn with scaled noise maps.
+    stem = written[0].rsplit("-", 1)[0]  # variation 0 of this painting
+    model = load_model(next((project / "models/singan/runs").glob(f"{stem}-*")) / MODEL_FILE)
+    seed = singan_stage.variation_seeds(0, project / "data/processed/monet_train" / f"{stem}.png", 1)
+    (resized,) = image_pyramid(model.draw(seed), [(32, 32)])
+    assert np.array_equal(pixels[written[0]], np.asarray(to_pil_images(resized)[0]))
+    singan_stage.run(stage_params(upscale="noise"), progress=False)
+    assert runs(project) == models
+    assert np.array_equal(np.asarray(PIL.Image.open(project / "data/singan" / written[0])),
+                          np.asarray(to_pil_images(model.draw(seed, (32, 32)))[0]))
 
     # One more painting trains only that one (a count keeps the paintings a smaller one drew).
     more = singan_stage.run(stage_params(paintings=3), progress=False)

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"  # the finished model: generator, pyramid sizes, noise amplitudes, fixed noise
 # SinGANParams keys that do not change what is learned (which paintings, how many drawn, checkpoints).
-RUN_ONLY_KEYS = ("paintings", "samples", "size", "snapshot_iters", "keep_snapshots")
+RUN_ONLY_KEYS = ("paintings", "samples", "size", "upscale", "snapshot_iters", "keep_snapshots")
 BETA2 = 0.999
 
 
