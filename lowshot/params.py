@@ -228,7 +228,65 @@ class GenerateParams(Section):
     batch_size: int = Field(32, ge=1, description="images per forward pass")
 
 
-MonetSource = Literal["real", "ranked", "synthetic"]
+# --- singan (ConSinGAN: one model per painting) ---------------------------------------------------
+
+
+class SinGANParams(Section):
+    paintings: int | list[str] = Field(5, description="paintings of monet_train to learn: a count (drawn by seed) or file names")
+    samples: int = Field(20, ge=1, description="variations written per painting")
+    size: int = Field(256, ge=16, le=2048, description="side of the written variations, pixels (square)")
+    upscale: Literal["resize", "noise"] = Field("resize", description="variations reach `size` from the training size by resizing the drawn image, or by drawing with scaled noise maps")
+    stages: int = Field(6, ge=1, le=16, description="pyramid levels = generator stages (the paper: 6)")
+    min_size: int = Field(25, ge=8, description="shorter side of the coarsest level, pixels (the paper: 25)")
+    max_size: int = Field(128, ge=8, description="longer side of the finest level, pixels (the paper: 250)")
+    iterations: int | list[int] = Field(200, description="iterations of every stage, or one count per stage, coarsest first (the paper: 2000)")
+    concurrent: int = Field(3, ge=1, description="newest stages trained together")
+    lr_scale: float = Field(0.1, gt=0, le=1, description="learning rate factor per stage below the newest")
+    lr_g: float = Field(0.0005, gt=0, description="generator learning rate (newest stage)")
+    lr_d: float = Field(0.0005, gt=0, description="discriminator learning rate")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1 (beta2 0.999)")
+    lr_decay_at: float = Field(0.8, gt=0, le=1, description="learning rates drop at this fraction of each stage's iterations")
+    lr_decay: float = Field(0.1, gt=0, le=1, description="... by this factor")
+    d_steps: int = Field(3, ge=1, description="discriminator steps per iteration")
+    g_steps: int = Field(3, ge=1, description="generator Adam steps per iteration (on one gradient, as the reference)")
+    gp_weight: float = Field(0.1, ge=0, description="WGAN gradient penalty weight")
+    recon_weight: float = Field(10.0, ge=0, description="reconstruction MSE weight (fixed noise -> the painting)")
+    noise_amp: float = Field(0.1, gt=0, description="a stage's noise amplitude = this x the reconstruction RMSE before it trains")
+    channels: int = Field(64, ge=4, description="conv channels of every stage and of the discriminator")
+    layers: int = Field(3, ge=1, le=8, description="convs per generator stage (and in the discriminator's body)")
+    snapshot_iters: int = Field(100, ge=1, description="full-state checkpoint (and dvclive row) every this many iterations")
+    keep_snapshots: int = Field(2, ge=1, description="full-state checkpoints kept per painting while it trains")
+
+    @field_validator("paintings")
+    @classmethod
+    def _paintings(cls, v: int | list[str]) -> int | list[str]:
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"must be a count >= 1 or a list of file names, got {v}")
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("must name at least one painting")
+            bad = [n for n in v if not n or "/" in n or "\\" in n]
+            if bad or len(set(v)) != len(v):
+                raise ValueError(f"must be distinct file names of data/processed/monet_train (no folders), got {v}")
+        return v
+
+    @field_validator("iterations")
+    @classmethod
+    def _iterations(cls, v: int | list[int]) -> int | list[int]:
+        if min(v if isinstance(v, list) else [v], default=0) < 1:
+            raise ValueError(f"must be a count >= 1 or a list of counts >= 1, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _sizes(self) -> SinGANParams:
+        if self.min_size >= self.max_size:
+            raise ValueError(f"min_size ({self.min_size}) must be below max_size ({self.max_size})")
+        if isinstance(self.iterations, list) and len(self.iterations) != self.stages:
+            raise ValueError(f"iterations lists {len(self.iterations)} counts for {self.stages} stages")
+        return self
+
+
+MonetSource = Literal["real", "ranked", "synthetic", "singan"]
 TranslatorModel = Literal["cyclegan", "cut", "fastcut"]
 
 # Reference values of the keys left null, per translator (junyanz CycleGAN; taesungp CUT / FastCUT).
@@ -247,8 +305,8 @@ class CycleGANParams(Section):
         None, description="side images are resized to before the random crop (null: 286/256 x size, the paper's "
                           "load 286 / crop 256); the photos' own size (256) trains at the scale translate uses")
     monet_sources: dict[MonetSource, float] = Field(
-        {"real": 1.0, "ranked": 1.0, "synthetic": 1.0},
-        description="domain B: sampling weight of real (monet_train), ranked (data/ranked/top), synthetic (data/synthetic); 0 = unused")
+        {"real": 1.0, "ranked": 1.0, "synthetic": 1.0, "singan": 0.0},
+        description="domain B: sampling weight of real (monet_train), ranked (data/ranked/top), synthetic (data/synthetic), singan (data/singan); 0 = unused")
     g_blocks: Literal[6, 9] = Field(9, description="ResNet blocks in each generator")
     ngf: int = Field(64, ge=8, description="generator base width")
     ndf: int = Field(64, ge=8, description="PatchGAN discriminator base width")
@@ -356,6 +414,7 @@ class Params(Section):
     rank: RankParams = RankParams()
     train: TrainParams = TrainParams()
     generate: GenerateParams = GenerateParams()
+    singan: SinGANParams = SinGANParams()
     cyclegan: CycleGANParams = CycleGANParams()
     translate: TranslateParams = TranslateParams()
     evaluate: EvaluateParams = EvaluateParams()

@@ -96,6 +96,31 @@ def generate(
     _run_stage("generate", params, quiet, interpolate_steps=interpolate)
 
 
+def _size(value: str | None) -> tuple[int, int] | None:
+    """'WxH' -> (width, height)."""
+    if value is None:
+        return None
+    try:
+        width, height = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"expected WIDTHxHEIGHT such as 512x256, got {value!r}") from None
+    if not (8 <= width <= 4096 and 8 <= height <= 4096):
+        raise typer.BadParameter(f"width and height must be 8..4096 px, got {value!r}")
+    return width, height
+
+
+@app.command()
+def singan(
+    params: Path = PARAMS, quiet: bool = QUIET,
+    size: str = typer.Option(None, "--size", help="draw the variations at WxH (e.g. 512x256) by scaled noise maps, "
+                                                  "into data/singan_WxH/ and reports/singan_sheet_WxH.png"),
+    max_iters: int = typer.Option(None, "--max-iters", min=1, help="stop (saving state) after this many iterations"),
+) -> None:
+    """Learn single paintings with ConSinGAN (params `singan`) into models/singan/; draw variations into
+    data/singan/. Resumes automatically; trains only paintings whose params changed."""
+    _run_stage("singan", params, quiet, size=_size(size), max_iters=max_iters)
+
+
 @app.command()
 def cyclegan(
     params: Path = PARAMS, quiet: bool = QUIET,

@@ -16,11 +16,12 @@ from lowshot.params import Params
 from lowshot.runtime import pick_device, pick_precision
 from lowshot.train import checkpoint, distributed
 from lowshot.train.translator_loop import PHOTO2MONET_FILE, data_digest, run_fingerprint, train_translator
-from stages.paths import CYCLEGAN_LIVE, CYCLEGAN_MODELS, FEATURE_CACHE, PROCESSED, RANKED, SYNTHETIC
+from stages.paths import CYCLEGAN_LIVE, CYCLEGAN_MODELS, FEATURE_CACHE, PROCESSED, RANKED, SINGAN, SYNTHETIC
 
 log = logging.getLogger(__name__)
 
-MONET_SOURCES = {"real": PROCESSED / "monet_train", "ranked": RANKED / "top", "synthetic": SYNTHETIC}
+MONET_SOURCES = {"real": PROCESSED / "monet_train", "ranked": RANKED / "top", "synthetic": SYNTHETIC,
+                 "singan": SINGAN}
 
 
 @dataclass

@@ -17,3 +17,6 @@ GAN_LIVE = Path("dvclive/train")
 CYCLEGAN_MODELS = Path("models/cyclegan")
 CYCLEGAN_LIVE = Path("dvclive/cyclegan")
 SUBMISSION = Path("submission/images.zip")
+SINGAN = Path("data/singan")  # ConSinGAN variations of single paintings
+SINGAN_MODELS = Path("models/singan")
+SINGAN_LIVE = Path("dvclive/singan")  # one folder per painting

@@ -235,3 +235,16 @@ def test_gradient_penalty_equals_a_brute_force_per_sample_autograd_computation(c
     assert ours.shape == (4,) and (ours > 0).all()
     torch.testing.assert_close(ours, brute, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(ours_grads, brute_grads, rtol=1e-4, atol=1e-7)  # the double backward too
+
+
+def test_gradient_penalty_per_pixel_takes_the_norm_over_channels_at_each_pixel():
+    # SinGAN's patch critic: a linear per-pixel critic with weights w has gradient w at every input;
+    # pixel 0 has channel norm 5, pixel 1 norm 1: the penalty is the mean of (5 - 1)^2 and (1 - 1)^2.
+    w = torch.nn.Parameter(torch.tensor([[[[3.0, 0.0]], [[4.0, 1.0]]]]))  # (1, C=2, H=1, W=2)
+    x_hat = interpolates(torch.randn(3, 2, 1, 2), torch.randn(3, 2, 1, 2), torch.Generator().manual_seed(0))
+    per_pixel = gradient_penalty(x_hat, (x_hat * w).sum(dim=1, keepdim=True), per_pixel=True)
+    torch.testing.assert_close(per_pixel, torch.full((3,), ((5 - 1) ** 2 + (1 - 1) ** 2) / 2))
+    per_pixel.mean().backward()
+    assert w.grad is not None and w.grad.abs().sum() > 0  # differentiable in the critic's weights
+    whole = gradient_penalty(x_hat, (x_hat * w).sum(dim=(1, 2, 3)))
+    torch.testing.assert_close(whole, torch.full((3,), (math.sqrt(9 + 16 + 1) - 1) ** 2))

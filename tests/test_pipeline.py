@@ -20,7 +20,7 @@ from wikiart_server import FakeWikiArt
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-STAGES = ("scrape", "fetch", "preprocess", "rank", "train", "generate", "cyclegan", "translate", "evaluate")
+STAGES = ("scrape", "fetch", "preprocess", "rank", "train", "generate", "singan", "cyclegan", "translate", "evaluate")
 SHARED = REPO.parent / "shared" / "datasets"
 
 
@@ -83,6 +83,8 @@ def write_tiny_params(repo: Path, tmp_path: Path, scrape: dict) -> None:
     params["train"].update(resolution=32, batch=4, kimg=0.008, tick_kimg=0.004, snapshot_kimg=0.004, channels=8,
                            fid_every_kimg=0.008, fid_images=4, grid_size=4, workers=1)
     params["generate"].update(count=8, keep=4, batch_size=4)
+    params["singan"].update(paintings=1, samples=2, size=32, stages=2, min_size=12, max_size=24, iterations=2,
+                            channels=8, layers=2)
     params["cyclegan"].update(size=32, g_blocks=6, ngf=8, ndf=8, epochs=1, decay_epochs=1, epoch_images=4,
                               batch=2, eval_images=4, grid_size=2, workers=1)
     params["translate"].update(batch_size=4)
@@ -132,6 +134,7 @@ def test_dvc_repro_caches_and_experiments_rerun_only_what_changed(tmp_path):
         assert len(synthetic) == 8 and synthetic["kept"].sum() == 4
         assert len(list((repo / "data/synthetic").glob("*.png"))) == 4
         assert (repo / "reports/synthetic_sheet.png").is_file()
+        assert len(list((repo / "data/singan").glob("*.png"))) == 2 and (repo / "reports/singan_sheet.png").is_file()
         assert (repo / "models/cyclegan/photo2monet.pt").is_file()
         live = json.loads((repo / "dvclive/cyclegan/metrics.json").read_text())
         assert all(np.isfinite(live["metrics"][k]) for k in ("fid", "kid", "mifid"))

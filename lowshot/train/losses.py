@@ -8,6 +8,7 @@
 - PatchNCE (CUT, Park et al. 2020, taesungp/contrastive-unpaired-translation `models/patchnce.py`).
 - Wasserstein loss with the gradient penalty on random interpolates: Gulrajani et al., "Improved
   Training of Wasserstein GANs" (NeurIPS 2017), igul222/improved_wgan_training `gan_64x64.py`.
+  SinGAN / ConSinGAN take it per pixel for their patch critics (tohinz/ConSinGAN `functions.py`).
 
 Every loss returns a scalar averaged over its inputs; the regularisers return one value per sample
 so the caller can weight them (gamma / 2, the lazy interval) and average.
@@ -65,9 +66,13 @@ def interpolates(real: torch.Tensor, fake: torch.Tensor, generator: torch.Genera
     return torch.lerp(real.detach(), fake.detach(), alpha).requires_grad_(True)
 
 
-def gradient_penalty(x_hat: torch.Tensor, critic_out: torch.Tensor) -> torch.Tensor:
+def gradient_penalty(x_hat: torch.Tensor, critic_out: torch.Tensor, *, per_pixel: bool = False) -> torch.Tensor:
     """(||d D(x_hat) / d x_hat||_2 - 1)^2 per sample, shape (N,), differentiable w.r.t. D's
     parameters (Gulrajani et al. eq. 3; the caller multiplies by lambda and averages).
+
+    `critic_out` may be one score or a patch map per image (the gradient is that of their sum).
+    `per_pixel`: the norm is taken over channels at each pixel and the squared deviations averaged
+    over pixels, as SinGAN / ConSinGAN do for their patch critic; otherwise over the whole image.
 
     `x_hat` must have required grad before D saw it (`interpolates` returns such a tensor). The
     gradient of the batch's summed outputs is each sample's own gradient only for a critic without
@@ -76,7 +81,10 @@ def gradient_penalty(x_hat: torch.Tensor, critic_out: torch.Tensor) -> torch.Ten
     if not x_hat.requires_grad:
         raise ValueError("gradient_penalty: D must be run on x_hat after x_hat.requires_grad_(True)")
     (grads,) = torch.autograd.grad(critic_out.float().sum(), x_hat, create_graph=True)
-    return (torch.linalg.vector_norm(grads.float().flatten(1), dim=1) - 1).square()
+    grads = grads.float()
+    if per_pixel:
+        return (torch.linalg.vector_norm(grads, dim=1) - 1).square().flatten(1).mean(dim=1)
+    return (torch.linalg.vector_norm(grads.flatten(1), dim=1) - 1).square()
 
 
 def gan_loss(kind: str, logits: torch.Tensor, target_is_real: bool, for_discriminator: bool = True) -> torch.Tensor:
