@@ -180,6 +180,8 @@ class TrainParams(Section):
     r1_interval: int = Field(16, ge=1, description="lazy R1 every this many D steps (stylegan2)")
     pl_weight: float = Field(2.0, ge=0, description="path length regularisation weight (stylegan2; 0 = off)")
     pl_interval: int = Field(4, ge=1, description="lazy path length every this many G steps (stylegan2)")
+    pl_batch_shrink: int = Field(2, ge=1, description="the path length penalty runs on batch / this many latents "
+                                                      "(stylegan2; NVlabs' pl_batch_shrink, 2)")
     style_mix_prob: float = Field(0.9, ge=0, le=1, description="style mixing probability (stylegan2)")
     recon_weight: float = Field(1.0, ge=0, description="D's self-supervised reconstruction loss weight (lightweight)")
     gp_weight: float = Field(10.0, ge=0, description="gradient penalty weight lambda (wgan-gp, resnet-wgan-gp)")

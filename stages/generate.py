@@ -14,8 +14,9 @@ from tqdm import tqdm
 from lowshot.fsutil import atomic_path
 from lowshot.images.grid import save_grid
 from lowshot.params import Params
+from lowshot.precision import Precision
 from lowshot.rank.ranking import rank_sheet, rank_table, write_top
-from lowshot.runtime import pick_device
+from lowshot.runtime import pick_device, pick_precision
 from lowshot.train.checkpoint import GENERATOR_FILE, load_generator
 from lowshot.train.samples import interpolate, latent_dim, seed_latents, synthesize, write_images
 from stages.paths import GAN_MODELS, REPORTS, SYNTHETIC
@@ -55,8 +56,9 @@ def run(params: Params, *, progress: bool = True, interpolate_steps: int | None 
     g = params.generate
     device = pick_device(params.device)
     G = _load(params, device)
+    precision = pick_precision(params.precision, device, stage="generate")
     if interpolate_steps:
-        return _interpolation(params, G, interpolate_steps)
+        return _interpolation(params, G, interpolate_steps, precision)
     seeds = image_seeds(params.seed, g.count)
     z = seed_latents(seeds, latent_dim(G))
     SYNTHETIC.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +66,7 @@ def run(params: Params, *, progress: bool = True, interpolate_steps: int | None 
         names = [f"seed{s:09d}.png" for s in seeds]
         paths = []
         with tqdm(total=len(seeds), unit="img", desc="generate", disable=not progress) as bar:
-            for images in synthesize(G, z, psi=g.truncation, batch_size=g.batch_size):
+            for images in synthesize(G, z, psi=g.truncation, batch_size=g.batch_size, precision=precision):
                 paths += write_images(images, names[len(paths):len(paths) + len(images)], tmp)
                 bar.update(len(images))
         table = rank_table(paths, score_images(params, paths, device, progress=progress))
@@ -79,11 +81,11 @@ def run(params: Params, *, progress: bool = True, interpolate_steps: int | None 
     return GenerateSummary(len(seeds), len(kept), float(table["score"].iloc[0]), SYNTHETIC)
 
 
-def _interpolation(params: Params, G: torch.nn.Module, steps: int) -> GenerateSummary:
+def _interpolation(params: Params, G: torch.nn.Module, steps: int, precision: Precision) -> GenerateSummary:
     """reports/interpolation.png: INTERPOLATION_ROWS strips of `steps` images between seed pairs."""
     seeds = image_seeds(params.seed, 2 * INTERPOLATION_ROWS)
     z = seed_latents(seeds, latent_dim(G))
-    rows = [interpolate(G, z[2 * r], z[2 * r + 1], steps, psi=params.generate.truncation)
+    rows = [interpolate(G, z[2 * r], z[2 * r + 1], steps, psi=params.generate.truncation, precision=precision)
             for r in range(INTERPOLATION_ROWS)]
     out = REPORTS / "interpolation.png"
     save_grid(torch.cat(rows), out, ncols=steps)

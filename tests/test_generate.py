@@ -13,6 +13,7 @@ from lowshot.models import dcgan, resnet_gan
 from lowshot.models.lightweight_gan import Generator as LightweightGenerator, LightweightGANConfig
 from lowshot.models.stylegan2 import Generator as StyleGenerator, StyleGAN2Config
 from lowshot.params import parse_params
+from lowshot.precision import resolve_precision
 from lowshot.rank.clip import register_tiny_config
 from lowshot.train import checkpoint
 from lowshot.train.samples import interpolate, latent_dim, seed_latents, synthesize
@@ -46,9 +47,9 @@ def write_generator(arch: str) -> None:
     checkpoint.save_generator("models/gan/generator.pt", arch=arch, config=cfg.to_dict(), generator=G.eval(), kimg=1.5)
 
 
-def params(**generate_kw):
+def params(precision: str = "fp32", **generate_kw):
     return parse_params({
-        "device": "cpu",
+        "device": "cpu", "precision": precision,
         "generate": {"count": 10, "keep": 4, "batch_size": 3, **generate_kw},
         "rank": {"method": "clip", "model": register_tiny_config(), "pretrained": None, "workers": 0},
     })
@@ -94,6 +95,19 @@ def test_generate_is_deterministic_and_replaces_its_output(project):
     generate.run(params(keep=2), progress=False)
     second = {p.name: pixels(p) for p in (project / "data/synthetic").glob("*.png")}
     assert len(second) == 2 and all(np.array_equal(first[n], second[n]) for n in second)
+
+
+@pytest.mark.parametrize("arch", ["lightweight", "stylegan2"])
+def test_generate_under_bf16_draws_the_fp32_images_within_bf16_rounding(project, arch):
+    write_generator(arch)
+    G = checkpoint.load_generator("models/gan/generator.pt")
+    z = seed_latents(range(3), latent_dim(G))
+    fp32 = next(synthesize(G, z))
+    bf16 = next(synthesize(G, z, precision=resolve_precision("bf16", "cpu")))
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)  # autocast did run
+    assert (bf16 - fp32).abs().mean() < 0.02  # images in [-1, 1]
+    generate.run(params("bf16"), progress=False)  # the stage under bf16 writes its kept images
+    assert len(list((project / "data/synthetic").glob("*.png"))) == 4
 
 
 def test_full_truncation_draws_the_mean_image(project):

@@ -319,3 +319,13 @@ def _ddp_worker_live(rank: int, port: int, images: str, tmp: str, arch: str) -> 
     finally:
         loop.make_recipe = original
         distributed.cleanup()
+
+
+@pytest.mark.parametrize("shrink,expected", [(2, 2), (1, 4), (8, 1)])
+def test_path_length_runs_on_the_shrunk_batch(shrink, expected, images, tmp_path, monkeypatch):
+    seen: list[int] = []
+    penalty = losses.PathLengthPenalty.__call__
+    monkeypatch.setattr(losses.PathLengthPenalty, "__call__",
+                        lambda self, img, ws, *a, **kw: seen.append(len(img)) or penalty(self, img, ws, *a, **kw))
+    run(params("stylegan2", batch=4, pl_interval=1, pl_batch_shrink=shrink), images, tmp_path / "out")
+    assert seen and set(seen) == {expected}  # NVlabs' pl_batch_shrink: batch 4 / 2 = 2 latents

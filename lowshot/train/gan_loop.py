@@ -132,7 +132,8 @@ def make_phases(cfg: TrainParams, recipe: Recipe, G: nn.Module, D: nn.Module, au
         return loss, {"loss/G": loss}
 
     def g_pl(b: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        img, ws = fakes(b["z_pl"], return_ws=True)
+        z = b["z_pl"]
+        img, ws = fakes(z[:max(1, len(z) // cfg.pl_batch_shrink)], return_ws=True)
         penalty = pl(img, ws).mean()
         return penalty * pl_weight * cfg.pl_interval, {"loss/pl": penalty}
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from lowshot.images.grid import to_pil_images
+from lowshot.precision import FP32, Precision
 
 
 def latent_dim(G: nn.Module) -> int:
@@ -40,15 +41,20 @@ def _render(G: nn.Module, styles: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def synthesize(G: nn.Module, z: torch.Tensor, *, psi: float = 1.0, batch_size: int = 32) -> Iterator[torch.Tensor]:
-    """Images in [-1, 1] for latents `z`, `batch_size` at a time, on the generator's device."""
+def synthesize(G: nn.Module, z: torch.Tensor, *, psi: float = 1.0, batch_size: int = 32,
+               precision: Precision = FP32) -> Iterator[torch.Tensor]:
+    """Images in [-1, 1] (float32) for latents `z`, `batch_size` at a time, on the generator's device,
+    under `precision`'s autocast."""
     device = next(G.parameters()).device
     for start in range(0, len(z), batch_size):
-        yield _render(G, _styles(G, z[start:start + batch_size].to(device), psi)).float().cpu()
+        with precision.autocast(device):
+            images = _render(G, _styles(G, z[start:start + batch_size].to(device), psi))
+        yield images.float().cpu()
 
 
 @torch.inference_mode()
-def interpolate(G: nn.Module, z0: torch.Tensor, z1: torch.Tensor, steps: int, *, psi: float = 1.0) -> torch.Tensor:
+def interpolate(G: nn.Module, z0: torch.Tensor, z1: torch.Tensor, steps: int, *, psi: float = 1.0,
+                precision: Precision = FP32) -> torch.Tensor:
     """`steps` images on the way from z0 to z1: linear in w (stylegan2), spherical in z (the others)."""
     if steps < 2:
         raise ValueError(f"an interpolation needs at least 2 steps, got {steps}")
@@ -65,7 +71,8 @@ def interpolate(G: nn.Module, z0: torch.Tensor, z1: torch.Tensor, steps: int, *,
         else:
             z = (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
         styles = _styles(G, z, psi)
-    return _render(G, styles).float().cpu()
+    with precision.autocast(device):
+        return _render(G, styles).float().cpu()
 
 
 def write_images(images: torch.Tensor, names: Sequence[str], folder: str | os.PathLike) -> list[Path]:
