@@ -19,20 +19,20 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lowshot.models.config import DictConfig
 from lowshot.models.cyclegan import init_weights
 
 Size = tuple[int, int]  # (height, width) in pixels
 
 
 @dataclass
-class ConSinGANConfig:
+class ConSinGANConfig(DictConfig):
     """Architecture shared by every stage; the defaults are the paper's."""
 
     channels: int = 64  # feature channels of every conv (and of the noise maps above stage 0)
@@ -53,16 +53,6 @@ class ConSinGANConfig:
     def margin(self) -> int:
         """Pixels one stage's body eats at each border (its unpadded convs)."""
         return self.layers * (self.kernel // 2)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ConSinGANConfig:
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown ConSinGANConfig keys: {sorted(unknown)}")
-        return cls(**data)
 
     @classmethod
     def tiny(cls) -> ConSinGANConfig:

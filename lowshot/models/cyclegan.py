@@ -16,12 +16,13 @@ Networks only: losses live in `lowshot.train.losses`, the history buffer in
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+
+from lowshot.models.config import DictConfig
 
 NORMS = ("instance", "batch", "none")
 UPSAMPLES = ("transpose", "resize")
@@ -70,7 +71,7 @@ def init_weights(module: nn.Module, std: float = 0.02, kind: str = "normal") -> 
 
 
 @dataclass
-class CycleGANConfig:
+class CycleGANConfig(DictConfig):
     """Widths and depths of the CycleGAN networks (defaults: the paper's 256 px setting)."""
 
     ngf: int = 64  # generator base width (channels of the first 7x7 conv)
@@ -89,16 +90,6 @@ class CycleGANConfig:
         for name, allowed in (("norm", NORMS), ("upsample", UPSAMPLES), ("init", INITS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"CycleGANConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CycleGANConfig:
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown CycleGANConfig keys: {sorted(unknown)}")
-        return cls(**data)
 
     @classmethod
     def tiny(cls) -> CycleGANConfig:

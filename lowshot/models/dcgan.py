@@ -20,12 +20,12 @@ Networks only: the losses are computed by the training loop.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from lowshot.models.config import DictConfig
 from lowshot.models.cyclegan import init_weights
 
 RESOLUTIONS = (32, 64, 128)
@@ -34,7 +34,7 @@ LRELU_SLOPE = 0.2
 
 
 @dataclass
-class DCGANConfig:
+class DCGANConfig(DictConfig):
     """Shape of a DCGAN generator / discriminator pair (the reference's 64 px widths by default)."""
 
     resolution: int = 64  # output / input side in pixels: 32, 64 or 128
@@ -56,16 +56,6 @@ class DCGANConfig:
     def width(self, base: int, size: int) -> int:
         """Channels of the feature map of side `size`: base at R/2, doubled per octave, capped at 8 * base."""
         return base * min(8, self.resolution // (2 * size))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DCGANConfig:
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown DCGANConfig keys: {sorted(unknown)}")
-        return cls(**data)
 
     @classmethod
     def tiny(cls, resolution: int = 32, d_norm: str = "batch") -> DCGANConfig:

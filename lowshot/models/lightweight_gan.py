@@ -14,7 +14,7 @@ Networks only: the hinge loss and the reconstruction loss are computed by the tr
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from lowshot.models.config import DictConfig
 from lowshot.models.cyclegan import init_weights
 
 RESOLUTIONS = (32, 64, 128, 256)
@@ -35,7 +36,7 @@ RECON_MAX = 128  # decoders reconstruct at most 128 px, as FastGAN
 
 
 @dataclass
-class LightweightGANConfig:
+class LightweightGANConfig(DictConfig):
     """Architecture of the lightweight GAN. FastGAN uses ngf=ndf=64 and latent 256; the default
     widths here are halved (about a third of the parameters) to keep CPU runs tolerable."""
 
@@ -55,16 +56,6 @@ class LightweightGANConfig:
             least = 1 if name == "latent_dim" else 8
             if not isinstance(value, int) or value < least:
                 raise ValueError(f"LightweightGANConfig.{name} must be an integer >= {least}, got {value!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LightweightGANConfig:
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown LightweightGANConfig keys: {sorted(unknown)}")
-        return cls(**data)
 
     @classmethod
     def tiny(cls, resolution: int = 32) -> LightweightGANConfig:

@@ -21,18 +21,19 @@ Networks only: the Wasserstein loss and its gradient penalty are computed by the
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lowshot.models.config import DictConfig
+
 RESOLUTIONS = (32, 64, 128)
 
 
 @dataclass
-class ResNetGANConfig:
+class ResNetGANConfig(DictConfig):
     """Shape of the residual generator / critic pair (the reference's 64 px widths by default)."""
 
     resolution: int = 64  # output / input side in pixels: 32, 64 or 128
@@ -50,16 +51,6 @@ class ResNetGANConfig:
     def width(self, size: int) -> int:
         """Channels of the feature map of side `size`: dim * min(8, R / size)."""
         return self.dim * min(8, self.resolution // size)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ResNetGANConfig:
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown ResNetGANConfig keys: {sorted(unknown)}")
-        return cls(**data)
 
     @classmethod
     def tiny(cls, resolution: int = 32) -> ResNetGANConfig:

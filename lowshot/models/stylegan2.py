@@ -23,12 +23,13 @@ Differences from the reference, all numerically equivalent or deliberate:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lowshot.models.config import DictConfig
 
 MAPPING_LR_MULTIPLIER = 0.01
 W_AVG_BETA = 0.995
@@ -38,7 +39,7 @@ NOISE_MODES = ("random", "const", "none")
 
 
 @dataclass
-class StyleGAN2Config:
+class StyleGAN2Config(DictConfig):
     """Shape of a StyleGAN2 generator / discriminator pair (plain JSON-able values).
 
     Feature maps per resolution r are min(channel_base // r, channel_max). The defaults follow the
@@ -70,17 +71,6 @@ class StyleGAN2Config:
     def channels(self, res: int) -> int:
         """Feature maps at resolution `res` (at least 1)."""
         return max(1, min(self.channel_base // res, self.channel_max))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StyleGAN2Config:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown StyleGAN2Config keys: {unknown}")
-        return cls(**data)
 
     @classmethod
     def tiny(cls, resolution: int = 32) -> StyleGAN2Config:

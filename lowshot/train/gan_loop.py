@@ -109,6 +109,24 @@ class Phase:
         return step % self.interval == self.offset
 
 
+def run_phase(phase: Phase, batch: dict[str, Any], precision: Precision, device: torch.device, *, world: int,
+              out_dir: Path, where: str) -> dict[str, float]:
+    """One phase of a training step, as every loop runs it: the loss under the precision's autocast,
+    the divergence check (every process checks, so all stop together, before any step or save), the
+    backward, gradients averaged over processes, the optimiser step. Returns the phase's scalars."""
+    phase.module.requires_grad_(True)
+    phase.opt.zero_grad(set_to_none=True)
+    with precision.autocast(device, phase.autocast):
+        total, scalars = phase.loss(batch)
+    values = torch.stack([v.detach().float() for v in (total, *scalars.values())])
+    raise_if_diverged(values, ["total", *scalars], world=world, out_dir=out_dir, where=where)
+    total.backward()
+    distributed.average_gradients(phase.module.parameters())
+    phase.module.requires_grad_(False)
+    phase.opt.step()
+    return dict(zip(scalars, values[1:].tolist()))
+
+
 def make_phases(cfg: TrainParams, recipe: Recipe, G: nn.Module, D: nn.Module, augment: Callable,
                 pl: losses.PathLengthPenalty, recon_gen: torch.Generator,
                 penalty_gen: torch.Generator | None = None) -> list[Phase]:
@@ -390,19 +408,9 @@ def train_gan(
             for phase in phases:
                 if not phase.due(step):
                     continue
-                phase.module.requires_grad_(True)
-                phase.opt.zero_grad(set_to_none=True)
-                with precision.autocast(device, phase.autocast):
-                    total, scalars = phase.loss(batch)
-                values = torch.stack([v.detach().float() for v in (total, *scalars.values())])
-                # Every process checks, so all stop together; raised before any step or save.
-                raise_if_diverged(values, ["total", *scalars], world=world, out_dir=out_dir,
-                                  where=f"step {step} (kimg {nimg / 1000:.3f}), phase {phase.name}")
-                total.backward()
-                distributed.average_gradients(phase.module.parameters())
-                phase.module.requires_grad_(False)
-                phase.opt.step()
-                for name, v in zip(scalars, values[1:].tolist()):
+                scalars = run_phase(phase, batch, precision, device, world=world, out_dir=out_dir,
+                                    where=f"step {step} (kimg {nimg / 1000:.3f}), phase {phase.name}")
+                for name, v in scalars.items():
                     row[name] = v
                     sums[name] = sums.get(name, 0.0) + v
                     counts[name] = counts.get(name, 0) + 1

@@ -71,7 +71,7 @@ from lowshot.train.checkpoint import PHOTO2MONET_FILE, load_photo2monet
 from lowshot.train.data import (ImageDataset, ImageSource, InfiniteSampler, WeightedSampler, load_image, source_files,
                                 sources_digest)
 from lowshot.train.eta import RunClock
-from lowshot.train.gan_loop import (LOSSES_FILE, Phase, TrainingDiverged, derive_seed, raise_if_diverged,
+from lowshot.train.gan_loop import (LOSSES_FILE, Phase, TrainingDiverged, derive_seed, run_phase,
                                     truncate_losses)
 from lowshot.train.image_pool import ImagePool
 from lowshot.train.live import LiveLog
@@ -496,18 +496,9 @@ def train_translator(
                      "B": precision.inputs(monet_data.batch(*monet_sampler.next_items(local_batch)).to(device))}
             row: dict[str, float] = {"step": step, "epoch": epoch}
             for phase in phases:
-                phase.module.requires_grad_(True)
-                phase.opt.zero_grad(set_to_none=True)
-                with precision.autocast(device, phase.autocast):
-                    total, scalars = phase.loss(batch)
-                values = torch.stack([v.detach().float() for v in (total, *scalars.values())])
-                raise_if_diverged(values, ["total", *scalars], world=world, out_dir=out_dir,
-                                  where=f"step {step} (epoch {epoch}), phase {phase.name}")
-                total.backward()
-                distributed.average_gradients(phase.module.parameters())
-                phase.module.requires_grad_(False)
-                phase.opt.step()
-                for name, v in zip(scalars, values[1:].tolist()):
+                scalars = run_phase(phase, batch, precision, device, world=world, out_dir=out_dir,
+                                    where=f"step {step} (epoch {epoch}), phase {phase.name}")
+                for name, v in scalars.items():
                     row[name] = v
                     sums[name] = sums.get(name, 0.0) + v
                     counts[name] = counts.get(name, 0) + 1
