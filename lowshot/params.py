@@ -301,7 +301,8 @@ TRANSLATOR_DEFAULTS: dict[str, dict[str, Any]] = {
 
 class CycleGANParams(Section):
     model: TranslatorModel = Field(
-        "cyclegan", description="cyclegan (two generators, cycle loss), cut or fastcut (one generator, PatchNCE loss)")
+        "cut", description="cut or fastcut (one generator, PatchNCE loss) or cyclegan (two generators, cycle loss); "
+                           "cut scored best on real data (README: Training on a CPU)")
     size: int = Field(256, description="training crop side, pixels (256; 128 for quick runs)")
     load_size: int | None = Field(
         None, description="side images are resized to before the random crop (null: 286/256 x size, the paper's "
@@ -335,7 +336,8 @@ class CycleGANParams(Section):
     epoch_images: int | None = Field(1000, ge=1, description="photos per epoch (null = every photo once)")
     pool_size: int | None = Field(
         None, ge=0, description="history of generated images shown to D, 0 = none (null: cyclegan 50, cut/fastcut 0)")
-    diffaugment: str = Field("color,translation,cutout", description="DiffAugment policy on D's inputs (empty = off)")
+    diffaugment: str = Field("translation,cutout", description="DiffAugment policy on D's inputs (empty = off); "
+                                                              "no color: D must judge the palette")
     mirror: bool = Field(True, description="random horizontal flips")
     eval_every: int | None = Field(1, ge=1, description="FID/MiFID of translated photos every this many epochs (null = off)")
     eval_images: int = Field(250, ge=2, description="photos translated (at 256 px, as translate does) for each FID/MiFID")

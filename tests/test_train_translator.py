@@ -52,8 +52,8 @@ def data(tmp_path_factory) -> dict[str, Path]:
 
 def params(**kw) -> CycleGANParams:
     # 2 steps per epoch, 1 constant + 1 decaying epoch: 4 steps.
-    base = dict(size=32, batch=2, epochs=1, decay_epochs=1, epoch_images=4, pool_size=3, eval_every=None,
-                grid_size=3, workers=1)
+    base = dict(model="cyclegan", size=32, batch=2, epochs=1, decay_epochs=1, epoch_images=4, pool_size=3,
+                eval_every=None, grid_size=3, workers=1)
     return CycleGANParams(**{**base, **kw})
 
 
