@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -273,12 +272,10 @@ def test_fid_is_measured_against_the_reference_and_skipped_without_one(images, t
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["lightweight", "wgan-gp"])
-def test_two_processes_hold_identical_weights(arch, images, tmp_path):
+def test_two_processes_hold_identical_weights(arch, images, tmp_path, free_port):
     # Each rank saves what the shared state file holds after training, and its own live networks.
     # wgan-gp: critic steps, and a gradient penalty drawn from each process's own stream.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port
     torch.multiprocessing.spawn(_ddp_worker_live, args=(port, str(images), str(tmp_path), arch), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"live{r}.pt") for r in (0, 1))
     for key in ("G", "D"):

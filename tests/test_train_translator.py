@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -305,10 +304,8 @@ def test_eval_metrics_are_logged_against_the_reference(data, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["cyclegan", "cut"])
-def test_two_processes_hold_identical_weights(model, data, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_two_processes_hold_identical_weights(model, data, tmp_path, free_port):
+    port = free_port
     torch.multiprocessing.spawn(_ddp_worker, args=(port, {k: str(v) for k, v in data.items()}, str(tmp_path), model),
                                 nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"nets{r}.pt") for r in (0, 1))
