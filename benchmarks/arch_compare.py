@@ -2,6 +2,7 @@
 
     python benchmarks/arch_compare.py [--archs a,b,...] [--cpu-minutes 10] [--jobs 2]
     python benchmarks/arch_compare.py --report       # the table of the runs in --out again
+    python benchmarks/arch_compare.py --resume       # finish the interrupted runs in --out
 
 Each architecture trains in its own child process (one torch thread; `--jobs` of them side by side, so
 that every run shares the core's two hyperthreads with another run, as the others do)
@@ -37,6 +38,7 @@ ARCHS = ("lightweight", "stylegan2", "dcgan", "wgan-gp", "resnet-wgan-gp")
 # every arch trains at 17-32 img/s on one thread (benchmarks/train_throughput.py) and reaches 10-20 kimg.
 CHANNELS = "lightweight=16,stylegan2=32,dcgan=64,wgan-gp=64,resnet-wgan-gp=16"
 RESULTS = "results.jsonl"
+PROGRESS = "cpu.json"  # per run: CPU s and kimg after its last finished chunk
 
 
 def train_params(arch: str, channels: int, args: argparse.Namespace, kimg: float):
@@ -63,6 +65,37 @@ def measure(run_dir: Path, args: argparse.Namespace, cache: Path) -> tuple[dict[
     return probe(images), torch.cat(images)[:16]
 
 
+def read_rows(out: Path) -> list[dict]:
+    path = out / RESULTS
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def resume_point(run: str, run_dir: Path, out: Path) -> tuple[float, float, int]:
+    """(CPU s spent, kimg reached, last point measured) of an interrupted run; zeros for a new one.
+
+    Every chunk records its CPU time and kimg in run_dir/PROGRESS after train_gan has saved its state, so a
+    killed run resumes from its last finished chunk (train_gan resumes the state exactly). A run from
+    before PROGRESS existed has only its state: its CPU time is estimated at its last measured rate."""
+    from lowshot.train import checkpoint
+
+    done = max((r["point"] for r in read_rows(out) if r["run"] == run), default=0)
+    progress = run_dir / PROGRESS
+    if progress.is_file():
+        saved = json.loads(progress.read_text())
+        return saved["cpu_s"], saved["kimg"], done
+    state = checkpoint.latest_state(run_dir) if run_dir.is_dir() else None
+    if state is None:
+        return 0.0, 0.0, 0
+    last = max((r for r in read_rows(out) if r["run"] == run), key=lambda r: r["point"], default=None)
+    if last is None:
+        sys.exit(f"{run_dir} holds a state but {out / RESULTS} no point of {run}: delete {run_dir.parent} to start over")
+    kimg = round(checkpoint.load_state(state)["progress"]["nimg"] / 1000, 6)
+    cpu = last["cpu_s"] / last["kimg"] * kimg
+    print(f"{run}: resuming at {kimg} kimg; CPU time estimated at the rate of point {last['point']}: {cpu:.0f} s",
+          flush=True)
+    return cpu, kimg, done
+
+
 def train_one(run: str, channels: dict[str, int], args: argparse.Namespace) -> None:
     """Train `run` (arch or arch:seed) for the CPU budget, measuring at its thirds; append rows to
     OUT/results.jsonl."""
@@ -81,11 +114,14 @@ def train_one(run: str, channels: dict[str, int], args: argparse.Namespace) -> N
     budget = args.cpu_minutes * 60
     points = [budget * k / 3 for k in (1, 2, 3)]
     step_kimg = args.batch / 1000
-    cpu, kimg, rate = 0.0, 0.0, None  # CPU s used, kimg reached, CPU s per kimg
+    cpu, kimg, done = resume_point(run, run_dir, out)
+    rate = cpu / kimg if kimg else None  # CPU s per kimg
     recipe = make_recipe(train_params(arch, channels, args, 1.0), None)
     G, D = recipe.build()
     sizes = [sum(p.numel() for p in m.parameters()) for m in (G, D)]
     for point, target in enumerate(points, 1):
+        if point <= done:
+            continue
         while cpu < target - 0.5 * (rate or 0) * step_kimg:
             want = min(args.chunk_s, target - cpu)
             steps = 2 if rate is None else max(1, round(want / (rate * step_kimg)))
@@ -95,6 +131,7 @@ def train_one(run: str, channels: dict[str, int], args: argparse.Namespace) -> N
                       out_dir=run_dir, live_dir=None, device="cpu", seed=seed, progress=False)
             cpu += time.process_time() - start
             rate = cpu / kimg
+            (run_dir / PROGRESS).write_text(json.dumps({"cpu_s": cpu, "kimg": kimg}))
         start = time.time()
         metrics, grid = measure(run_dir, args, out / "feature-cache")
         save_grid(grid, out / run / f"grid-{point}.png", ncols=4)
@@ -124,8 +161,7 @@ def real_floor(args: argparse.Namespace) -> dict[str, float]:
 
 
 def report(args: argparse.Namespace) -> None:
-    path = Path(args.out) / RESULTS
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    rows = read_rows(Path(args.out))
     floor = real_floor(args)
     cpuinfo = Path("/proc/cpuinfo")
     flags = sorted({f for f in cpuinfo.read_text().split() if f.startswith(("avx512", "amx"))}) if cpuinfo.is_file() \
@@ -145,7 +181,7 @@ def report(args: argparse.Namespace) -> None:
 
 def run_children(args: argparse.Namespace) -> None:
     """Train every run in --archs, --jobs child processes at a time (one thread each)."""
-    pending, running = list(args.archs.split(",")), []
+    pending, running = [a for a in args.archs.split(",") if a], []
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     start = time.time()
     while pending or running:
@@ -173,6 +209,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=2, help="architectures trained side by side")
     ap.add_argument("--report", action="store_true", help="only print the table of the runs in --out")
+    ap.add_argument("--resume", action="store_true",
+                    help="finish the runs in --out that were interrupted (measured points are kept)")
     ap.add_argument("--only", help=argparse.SUPPRESS)  # a child process: train this run
     args = ap.parse_args()
     if not (DATASETS / "monet-train30").is_dir():
@@ -183,8 +221,10 @@ def main() -> None:
         return
     if not args.report:
         taken = [a for a in args.archs.split(",") if (Path(args.out) / a).exists()]
-        if taken:
-            sys.exit(f"{args.out} already holds {taken}: pick another --out or delete them")
+        if taken and not args.resume:
+            sys.exit(f"{args.out} already holds {taken}: --resume to finish them, or pick another --out")
+        finished = {r["run"] for r in read_rows(Path(args.out)) if r["point"] == 3}
+        args.archs = ",".join(a for a in args.archs.split(",") if a not in finished)
         run_children(args)
     report(args)
 
