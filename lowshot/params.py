@@ -316,6 +316,9 @@ class CycleGANParams(Section):
     d_layers: int = Field(3, ge=1, le=5, description="PatchGAN strided layers (3 = 70x70 receptive field)")
     upsample: Literal["transpose", "resize"] = Field(
         "transpose", description="generator upsampling: transposed convs (the paper) or bilinear resize + conv")
+    residual: bool = Field(
+        False, description="generators predict a change to the photo (tanh(atanh(photo) + h)), the identity at "
+                           "the start of training, instead of a new image")
     gan_loss: Literal["lsgan", "vanilla", "hinge"] = Field("lsgan", description="adversarial loss")
     lambda_cycle: float = Field(10.0, ge=0, description="cyclegan: cycle-consistency weight")
     lambda_identity: float = Field(0.5, ge=0, description="cyclegan: identity loss weight, times lambda_cycle")

@@ -214,3 +214,24 @@ def test_xavier_init_for_cut():
     conv = G.model[1]  # the 7x7 stem: fan_in 3*49, fan_out 16*49
     expected = 0.02 * (2 / (3 * 49 + 16 * 49)) ** 0.5
     assert abs(conv.weight.std().item() - expected) < 0.15 * expected
+
+
+def test_residual_generator_starts_as_the_identity_and_learns_a_change():
+    torch.manual_seed(0)
+    G = ResnetGenerator.from_config(CycleGANConfig(ngf=8, ndf=8, g_blocks=2, residual=True))
+    x = torch.rand(2, 3, 32, 36) * 1.8 - 0.9
+    y, feats = G(x, taps=True)
+    assert torch.allclose(y, x, atol=1e-5) and torch.equal(y, G(x))
+    assert [f.shape for f in feats] == [f.shape for f in G.encode(x)]
+    assert G(torch.full((1, 3, 8, 8), 1.0)).abs().max() < 1  # pure white stays finite
+    # A few steps towards a darker target move the output: the zero-initialised last conv passes gradients.
+    opt = torch.optim.Adam(G.parameters(), lr=1e-2)
+    for _ in range(5):
+        opt.zero_grad()
+        (G(x) - (x - 0.5)).square().mean().backward()
+        opt.step()
+    assert (G(x) - x).mean() < -0.05 and G(x).abs().max() <= 1
+    with pytest.raises(ValueError, match="residual"):
+        CycleGANConfig(residual="yes")
+    with pytest.raises(ValueError, match="in_ch == out_ch"):
+        ResnetGenerator(in_ch=1, out_ch=3, residual=True)

@@ -276,3 +276,16 @@ def test_translate_command_takes_any_folder_without_a_params_file(tmp_path, monk
     assert runner.invoke(app, ["translate", "--input", str(src)]).exit_code == 2  # no --output
     result = runner.invoke(app, ["translate", "--input", str(src), "--output", "o", "--model", "missing.pt"])
     assert result.exit_code == 1 and "no trained translator at missing.pt" in result.output
+
+
+def test_photo2monet_of_a_residual_generator_loads_as_residual(tmp_path):
+    from lowshot.train.checkpoint import load_photo2monet, save_photo2monet
+
+    torch.manual_seed(0)
+    config = CycleGANConfig(ngf=8, ndf=8, g_blocks=2, residual=True)
+    G = ResnetGenerator.from_config(config)
+    torch.nn.init.normal_(G.model[-2].weight, 0, 0.01)  # a trained generator: no longer the identity
+    save_photo2monet(tmp_path / "photo2monet.pt", arch="cut", config=config.to_dict(), generator=G, epoch=2.0)
+    loaded = load_photo2monet(tmp_path / "photo2monet.pt")
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    assert loaded.residual and torch.allclose(loaded(x), G(x)) and not torch.allclose(loaded(x), x, atol=1e-3)

@@ -5,9 +5,12 @@ Adversarial Networks", as built in junyanz/pytorch-CycleGAN-and-pix2pix `models/
 (`ResnetGenerator`, `NLayerDiscriminator`, `init_weights` with init_type='normal'). Dropout in
 the residual blocks (off by default there) and the U-Net generator are left out.
 
-Two additions, both options: `upsample="resize"` replaces each transposed convolution by a bilinear
+Three additions, all options: `upsample="resize"` replaces each transposed convolution by a bilinear
 2x resize and a 3x3 convolution (Odena et al. 2016, "Deconvolution and Checkerboard Artifacts"; CUT's
-anti-aliased generator blurs its upsampling for the same reason), and the generator exposes its
+anti-aliased generator blurs its upsampling for the same reason); `residual=True` makes the generator
+predict a change to its input, tanh(atanh(x) + h(x)) with the last convolution initialised to zero, so that
+an untrained generator is the identity and training starts from the photo instead of from noise (a short
+budget then cannot leave the photo's structure behind); and the generator exposes its
 encoder features (`encoder_taps`, `encode`) for CUT's PatchNCE loss (taesungp/contrastive-unpaired-
 translation `networks.py` ResnetGenerator.forward with `layers`, `encode_only`).
 Networks only: losses live in `lowshot.train.losses`, the history buffer in
@@ -81,12 +84,15 @@ class CycleGANConfig(DictConfig):
     norm: str = "instance"  # instance | batch | none
     upsample: str = "transpose"  # transpose (the paper) | resize (bilinear 2x + 3x3 conv: no checkerboard)
     init: str = "normal"  # normal (CycleGAN) | xavier (CUT); both with gain / std 0.02
+    residual: bool = False  # generators output tanh(atanh(input) + h): the identity at initialisation
 
     def __post_init__(self) -> None:
         for name in ("ngf", "ndf", "g_blocks", "d_layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < (0 if name == "g_blocks" else 1):
                 raise ValueError(f"CycleGANConfig.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.residual, bool):
+            raise ValueError(f"CycleGANConfig.residual must be true or false, got {self.residual!r}")
         for name, allowed in (("norm", NORMS), ("upsample", UPSAMPLES), ("init", INITS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"CycleGANConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -130,7 +136,9 @@ class ResnetGenerator(nn.Module):
 
     Maps (N, in_ch, H, W) to (N, out_ch, H, W) in [-1, 1]. H and W must be multiples of 4
     (two stride-2 convs down, two upsamplings); otherwise a ValueError says so. `upsample` picks
-    transposed convs or resize-convs. Weights are initialised with `init_weights(kind=init)`.
+    transposed convs or resize-convs. Weights are initialised with `init_weights(kind=init)`. With
+    `residual`, the output is tanh(atanh(x) + h(x)) (x clamped inside (-1, 1)) where h is the network
+    without its tanh and its last conv starts at zero: the identity until training moves it.
 
     `encoder_taps` are the positions in `self.model` whose outputs CUT's PatchNCE compares, the
     same places as the reference's default `--nce_layers 0,4,8,12,16`: the (padded) input, the
@@ -140,11 +148,13 @@ class ResnetGenerator(nn.Module):
 
     def __init__(
         self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, n_blocks: int = 9, norm: str = "instance",
-        upsample: str = "transpose", init: str = "normal",
+        upsample: str = "transpose", init: str = "normal", residual: bool = False,
     ) -> None:
         super().__init__()
         if upsample not in UPSAMPLES:
             raise ValueError(f"upsample must be one of {UPSAMPLES}, got {upsample!r}")
+        if residual and in_ch != out_ch:
+            raise ValueError(f"a residual generator needs in_ch == out_ch, got {in_ch} and {out_ch}")
         bias = _conv_bias(norm)
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
@@ -169,14 +179,25 @@ class ResnetGenerator(nn.Module):
         for _ in range(2):
             layers += [*_upsample(ch, ch // 2, upsample, bias), _norm_layer(norm, ch // 2), nn.ReLU(inplace=True)]
             ch //= 2
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, out_ch, 7), nn.Tanh()]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, out_ch, 7), nn.Identity() if residual else nn.Tanh()]
         self.model = nn.Sequential(*layers)
         self.encoder_taps: tuple[int, ...] = tuple(taps)
+        self.residual = residual
         init_weights(self, kind=init)
+        if residual:
+            nn.init.zeros_(layers[-2].weight)
+            nn.init.zeros_(layers[-2].bias)
 
     @classmethod
     def from_config(cls, cfg: CycleGANConfig) -> ResnetGenerator:
-        return cls(ngf=cfg.ngf, n_blocks=cfg.g_blocks, norm=cfg.norm, upsample=cfg.upsample, init=cfg.init)
+        return cls(ngf=cfg.ngf, n_blocks=cfg.g_blocks, norm=cfg.norm, upsample=cfg.upsample, init=cfg.init,
+                   residual=cfg.residual)
+
+    def _output(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        if not self.residual:
+            return h
+        # 0.999: atanh stays finite (|atanh| <= 3.8) on pure black or white pixels
+        return torch.tanh(torch.atanh(x.float().clamp(-0.999, 0.999)) + h.float())
 
     @staticmethod
     def _check(x: torch.Tensor) -> None:
@@ -188,13 +209,13 @@ class ResnetGenerator(nn.Module):
         """The translation; with `taps=True`, (translation, the encoder features `encode` returns)."""
         self._check(x)
         if not taps:
-            return self.model(x)
-        feats = []
+            return self._output(x, self.model(x))
+        feats, h = [], x
         for i, layer in enumerate(self.model):
-            x = layer(x)
+            h = layer(h)
             if i in self.encoder_taps:
-                feats.append(x)
-        return x, feats
+                feats.append(h)
+        return self._output(x, h), feats
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The features at `encoder_taps`, (N, C_i, H_i, W_i) each; stops after the last tap."""
