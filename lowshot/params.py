@@ -293,9 +293,12 @@ TranslatorModel = Literal["cyclegan", "cut", "fastcut"]
 
 # Reference values of the keys left null, per translator (junyanz CycleGAN; taesungp CUT / FastCUT).
 TRANSLATOR_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cyclegan": {"pool_size": 50, "lambda_nce": 0.0, "nce_idt": False, "flip_equivariance": False, "init": "normal"},
-    "cut": {"pool_size": 0, "lambda_nce": 1.0, "nce_idt": True, "flip_equivariance": False, "init": "xavier"},
-    "fastcut": {"pool_size": 0, "lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True, "init": "xavier"},
+    "cyclegan": {"antialias": False, "pool_size": 50, "lambda_nce": 0.0, "nce_idt": False,
+                 "flip_equivariance": False, "init": "normal"},
+    "cut": {"antialias": True, "pool_size": 0, "lambda_nce": 1.0, "nce_idt": True, "flip_equivariance": False,
+            "init": "xavier"},
+    "fastcut": {"antialias": True, "pool_size": 0, "lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True,
+                "init": "xavier"},
 }
 
 
@@ -319,6 +322,9 @@ class CycleGANParams(Section):
     residual: bool = Field(
         False, description="generators predict a change to the photo (tanh(atanh(photo) + h)), the identity at "
                            "the start of training, instead of a new image")
+    antialias: bool | None = Field(
+        None, description="blur-pooled downsampling in the generator's encoder and the discriminator instead of "
+                          "stride-2 convs (null: cut/fastcut on, as their reference; cyclegan off)")
     gan_loss: Literal["lsgan", "vanilla", "hinge"] = Field("lsgan", description="adversarial loss")
     lambda_cycle: float = Field(10.0, ge=0, description="cyclegan: cycle-consistency weight")
     lambda_identity: float = Field(0.5, ge=0, description="cyclegan: identity loss weight, times lambda_cycle")

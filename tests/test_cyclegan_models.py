@@ -235,3 +235,26 @@ def test_residual_generator_starts_as_the_identity_and_learns_a_change():
         CycleGANConfig(residual="yes")
     with pytest.raises(ValueError, match="in_ch == out_ch"):
         ResnetGenerator(in_ch=1, out_ch=3, residual=True)
+
+
+def test_antialiased_networks_blur_before_subsampling_and_keep_the_shapes():
+    from lowshot.models.cyclegan import BlurPool
+
+    torch.manual_seed(0)
+    plain, smooth = CycleGANConfig(ngf=8, ndf=8, g_blocks=2), CycleGANConfig(ngf=8, ndf=8, g_blocks=2, antialias=True)
+    x = torch.rand(2, 3, 64, 48) * 2 - 1
+    for build in (ResnetGenerator.from_config, PatchDiscriminator.from_config):
+        a, b = build(plain), build(smooth)
+        assert a(x).shape == b(x).shape
+        assert not any(isinstance(m, nn.Conv2d) and m.stride == (2, 2) for m in b.modules())
+        assert sum(isinstance(m, BlurPool) for m in b.modules()) == (2 if isinstance(b, ResnetGenerator) else 3)
+        assert [k for k in b.state_dict() if "kernel" in k] == []  # the fixed filter is not a weight
+    G = ResnetGenerator.from_config(smooth)
+    assert [f.shape[-1] for f in G.encode(x)][1:3] == [48, 24]  # taps at the stride-1 convs, before the blur
+    assert PatchDiscriminator.from_config(smooth).receptive_field > PatchDiscriminator.from_config(plain).receptive_field
+    # A Nyquist-frequency checkerboard vanishes instead of aliasing to a constant as plain subsampling does.
+    board = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2 * 2.0 - 1
+    board = board.expand(1, 2, 8, 8)
+    assert BlurPool(2)(board).abs().max() < 1e-6 and board[..., ::2, ::2].abs().min() == 1
+    flat = torch.full((1, 2, 8, 8), 0.3)
+    assert torch.allclose(BlurPool(2)(flat), torch.full((1, 2, 4, 4), 0.3))

@@ -21,7 +21,8 @@ from lowshot.models.cut import PatchSampleMLP
 from lowshot.precision import Precision
 from lowshot.train.data import ImageDataset, InfiniteSampler, WeightedSampler
 from lowshot.train.translator_loop import (EVAL_SIZE, LOSSES_FILE, PHOTO2MONET_FILE, TrainingDiverged,
-                                           load_photo2monet, load_size, lr_factor, train_translator)
+                                           load_photo2monet, load_size, lr_factor, model_config,
+                                           train_translator)
 
 NETS = {"cyclegan": ("G_AB", "G_BA", "D_A", "D_B"), "cut": ("G_AB", "H", "D_B"), "fastcut": ("G_AB", "H", "D_B")}
 G_LOSSES = {"loss/G", "loss/G_AB", "loss/G_BA", "loss/cycle_A", "loss/cycle_B", "loss/idt_A", "loss/idt_B"}
@@ -56,10 +57,11 @@ def params(**kw) -> CycleGANParams:
     return CycleGANParams(**{**base, **kw})
 
 
-def run(cfg: CycleGANParams, data: dict[str, Path], out: Path, live: Path | None = None, *, monet=None, **kw) -> dict:
+def run(cfg: CycleGANParams, data: dict[str, Path], out: Path, live: Path | None = None, *, monet=None,
+        model: CycleGANConfig | None = None, **kw) -> dict:
     monet = monet if monet is not None else [(data["real"], 1.0), (data["ranked"], 1.0)]
     return train_translator(cfg, photos=data["photos"], monet=monet, out_dir=out, live_dir=live, device="cpu",
-                            seed=0, model=CycleGANConfig.tiny(), progress=False, **kw)
+                            seed=0, model=model or CycleGANConfig.tiny(), progress=False, **kw)
 
 
 def loss_rows(out: Path) -> list[dict]:
@@ -118,6 +120,26 @@ def test_trains_and_leaves_a_usable_photo2monet(variant, precision, data, tmp_pa
     assert sorted(p.name for p in grids.iterdir()) == ["0.png", "1.png"]
     # Whole photos at the size translate writes, over their translations.
     assert PIL.Image.open(grids / "0.png").size == (3 * EVAL_SIZE + 4 * 2, 2 * EVAL_SIZE + 3 * 2)
+
+
+def test_residual_antialiased_cut_trains_and_resumes_exactly(data, tmp_path):
+    model = CycleGANConfig(ngf=8, ndf=8, g_blocks=2, residual=True, antialias=True)
+    cfg = params(epoch_images=6, model="cut")
+    run(cfg, data, tmp_path / "whole", model=model, precision=BF16)
+    run(cfg, data, tmp_path / "parts", model=model, precision=BF16, max_steps=4)
+    run(cfg, data, tmp_path / "parts", model=model, precision=BF16)
+    assert loss_rows(tmp_path / "parts") == loss_rows(tmp_path / "whole") and len(loss_rows(tmp_path / "whole")) == 6
+    G = load_photo2monet(tmp_path / "whole" / PHOTO2MONET_FILE)
+    assert G.residual and G.config_dict == model.to_dict()
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert 0 < (G(x) - x).abs().mean() < 0.5  # trained away from the identity it started as, not to noise
+
+
+def test_cut_antialiases_by_default_and_cyclegan_does_not():
+    assert model_config(params(model="cut")).antialias and model_config(params(model="fastcut")).antialias
+    assert not model_config(params(model="cyclegan")).antialias
+    assert not model_config(params(model="cut", antialias=False)).antialias
+    assert not model_config(params(model="cut")).residual and model_config(params(model="cut", residual=True)).residual
 
 
 def test_without_monet_images_the_error_names_every_source(data, tmp_path):

@@ -5,12 +5,16 @@ Adversarial Networks", as built in junyanz/pytorch-CycleGAN-and-pix2pix `models/
 (`ResnetGenerator`, `NLayerDiscriminator`, `init_weights` with init_type='normal'). Dropout in
 the residual blocks (off by default there) and the U-Net generator are left out.
 
-Three additions, all options: `upsample="resize"` replaces each transposed convolution by a bilinear
+Four additions, all options: `upsample="resize"` replaces each transposed convolution by a bilinear
 2x resize and a 3x3 convolution (Odena et al. 2016, "Deconvolution and Checkerboard Artifacts"; CUT's
 anti-aliased generator blurs its upsampling for the same reason); `residual=True` makes the generator
 predict a change to its input, tanh(atanh(x) + h(x)) with the last convolution initialised to zero, so that
 an untrained generator is the identity and training starts from the photo instead of from noise (a short
-budget then cannot leave the photo's structure behind); and the generator exposes its
+budget then cannot leave the photo's structure behind); `antialias=True` downsamples as CUT's reference does
+by default (its `no_antialias` off; Zhang 2019, "Making Convolutional Networks Shift-Invariant Again"): each
+stride-2 convolution of the generator's encoder and of the PatchGAN becomes a stride-1 convolution followed by
+a [1, 2, 1] blur and 2x subsampling, so neither network aliases high frequencies into the coarse features
+(a discriminator that aliases can be fooled by periodic high-frequency patterns); and the generator exposes its
 encoder features (`encoder_taps`, `encode`) for CUT's PatchNCE loss (taesungp/contrastive-unpaired-
 translation `networks.py` ResnetGenerator.forward with `layers`, `encode_only`).
 Networks only: losses live in `lowshot.train.losses`, the history buffer in
@@ -85,14 +89,16 @@ class CycleGANConfig(DictConfig):
     upsample: str = "transpose"  # transpose (the paper) | resize (bilinear 2x + 3x3 conv: no checkerboard)
     init: str = "normal"  # normal (CycleGAN) | xavier (CUT); both with gain / std 0.02
     residual: bool = False  # generators output tanh(atanh(input) + h): the identity at initialisation
+    antialias: bool = False  # stride-2 convs become stride-1 convs + blur-pool (CUT's reference default)
 
     def __post_init__(self) -> None:
         for name in ("ngf", "ndf", "g_blocks", "d_layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < (0 if name == "g_blocks" else 1):
                 raise ValueError(f"CycleGANConfig.{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.residual, bool):
-            raise ValueError(f"CycleGANConfig.residual must be true or false, got {self.residual!r}")
+        for name in ("residual", "antialias"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"CycleGANConfig.{name} must be true or false, got {getattr(self, name)!r}")
         for name, allowed in (("norm", NORMS), ("upsample", UPSAMPLES), ("init", INITS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"CycleGANConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -123,6 +129,27 @@ class _ResnetBlock(nn.Module):
         return x + self.body(x)
 
 
+class BlurPool(nn.Module):
+    """Blur with the [1, 2, 1] x [1, 2, 1] / 16 filter (reflect padding), then keep every second pixel:
+    2x downsampling without aliasing (Zhang 2019; CUT's `Downsample` with its default filter size 3)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        kernel = (taps[:, None] * taps[None, :]) / 16
+        self.register_buffer("kernel", kernel.expand(channels, 1, 3, 3).clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        return nn.functional.conv2d(x, self.kernel.to(x.dtype), stride=2, groups=x.shape[1])
+
+
+def _downsample_conv(ch: int, out: int, kernel: int, antialias: bool, bias: bool = True) -> list[nn.Module]:
+    """A stride-2 conv, or (antialias) the same conv at stride 1; the caller appends the blur-pool after
+    its norm and activation, as the reference orders them."""
+    return [nn.Conv2d(ch, out, kernel, stride=1 if antialias else 2, padding=1, bias=bias)]
+
+
 def _upsample(ch: int, out: int, how: str, bias: bool) -> list[nn.Module]:
     """Double the side: a transposed 3x3 conv (the paper), or a bilinear resize then a 3x3 conv."""
     if how == "transpose":
@@ -148,7 +175,7 @@ class ResnetGenerator(nn.Module):
 
     def __init__(
         self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, n_blocks: int = 9, norm: str = "instance",
-        upsample: str = "transpose", init: str = "normal", residual: bool = False,
+        upsample: str = "transpose", init: str = "normal", residual: bool = False, antialias: bool = False,
     ) -> None:
         super().__init__()
         if upsample not in UPSAMPLES:
@@ -167,9 +194,10 @@ class ResnetGenerator(nn.Module):
         for _ in range(2):
             taps.append(len(layers))
             layers += [
-                nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1, bias=bias),
+                *_downsample_conv(ch, ch * 2, 3, antialias, bias),
                 _norm_layer(norm, ch * 2),
                 nn.ReLU(),  # not in place: with norm "none" it would overwrite the tapped conv output
+                *([BlurPool(ch * 2)] if antialias else []),
             ]
             ch *= 2
         first_block = len(layers)
@@ -191,7 +219,7 @@ class ResnetGenerator(nn.Module):
     @classmethod
     def from_config(cls, cfg: CycleGANConfig) -> ResnetGenerator:
         return cls(ngf=cfg.ngf, n_blocks=cfg.g_blocks, norm=cfg.norm, upsample=cfg.upsample, init=cfg.init,
-                   residual=cfg.residual)
+                   residual=cfg.residual, antialias=cfg.antialias)
 
     def _output(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         if not self.residual:
@@ -239,24 +267,30 @@ class PatchDiscriminator(nn.Module):
 
     4x4 convs: `n_layers` with stride 2 (the first without norm), then two with stride 1,
     LeakyReLU 0.2; widths ndf * min(2^i, 8). With n_layers=3 each logit sees a 70x70 patch
-    (`receptive_field`); a 256 px input gives 30x30 logits.
+    (`receptive_field`); a 256 px input gives 30x30 logits. With `antialias`, each stride-2 conv runs
+    at stride 1 and a `BlurPool` follows its activation (CUT's default): the same output size, a
+    slightly wider receptive field, about twice the FLOPs.
     """
 
-    def __init__(self, in_ch: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "instance") -> None:
+    def __init__(self, in_ch: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "instance",
+                 antialias: bool = False) -> None:
         super().__init__()
         bias = _conv_bias(norm)
         layers: list[nn.Module] = [
-            nn.Conv2d(in_ch, ndf, 4, stride=2, padding=1),
+            *_downsample_conv(in_ch, ndf, 4, antialias),
             nn.LeakyReLU(0.2, inplace=True),
+            *([BlurPool(ndf)] if antialias else []),
         ]
         ch = ndf
         for i in range(1, n_layers + 1):
             out = ndf * min(2**i, 8)
-            stride = 2 if i < n_layers else 1
+            down = i < n_layers
             layers += [
-                nn.Conv2d(ch, out, 4, stride=stride, padding=1, bias=bias),
+                *(_downsample_conv(ch, out, 4, antialias, bias) if down
+                  else [nn.Conv2d(ch, out, 4, stride=1, padding=1, bias=bias)]),
                 _norm_layer(norm, out),
                 nn.LeakyReLU(0.2, inplace=True),
+                *([BlurPool(out)] if down and antialias else []),
             ]
             ch = out
         layers.append(nn.Conv2d(ch, 1, 4, stride=1, padding=1))
@@ -265,16 +299,19 @@ class PatchDiscriminator(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: CycleGANConfig) -> PatchDiscriminator:
-        return cls(ndf=cfg.ndf, n_layers=cfg.d_layers, norm=cfg.norm)
+        return cls(ndf=cfg.ndf, n_layers=cfg.d_layers, norm=cfg.norm, antialias=cfg.antialias)
 
     @property
     def receptive_field(self) -> int:
-        """Side in input pixels of the window one logit sees, from the conv kernels and strides."""
+        """Side in input pixels of the window one logit sees, from the conv and blur kernels and strides."""
         field, jump = 1, 1
         for m in self.model:
             if isinstance(m, nn.Conv2d):
                 field += (m.kernel_size[0] - 1) * jump
                 jump *= m.stride[0]
+            elif isinstance(m, BlurPool):
+                field += 2 * jump
+                jump *= 2
         return field
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

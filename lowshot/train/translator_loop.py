@@ -92,9 +92,11 @@ EVAL_BATCH = 16  # photos per G_AB forward pass when translating for the grid an
 
 
 def model_config(cfg: CycleGANParams) -> CycleGANConfig:
-    """The networks' shape from the params' widths and the model's reference init."""
+    """The networks' shape from the params' widths and the model's reference init and antialiasing."""
+    cfg = cfg.resolved()
     return CycleGANConfig(ngf=cfg.ngf, ndf=cfg.ndf, g_blocks=cfg.g_blocks, d_layers=cfg.d_layers,
-                          upsample=cfg.upsample, init=cfg.init, residual=cfg.residual)
+                          upsample=cfg.upsample, init=cfg.init, residual=cfg.residual,
+                          antialias=cfg.antialias)
 
 
 def data_digest(photos: ImageSource, monet: Sequence[tuple[ImageSource, float]]) -> str:
