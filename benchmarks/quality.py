@@ -3,6 +3,7 @@
     python benchmarks/quality.py [--translator cut] [--minutes 60 | --steps N] [--recipe cpu]
         [--sources real,synthetic=DIR:0.5,singan=DIR] [--set cyclegan.KEY=VALUE ...] [--train-photos 2000]
         [--eval-photos 500] [--precision auto] [--name NAME] [--out DIR] [--seed 0]
+        [--eval-every N [--eval-images 250] [--select best]]
 
 The real chain at a fixed budget on ../shared/datasets: train the translator (`train_translator`, the
 loop the `cyclegan` stage runs) on the first `--train-photos` of photos/ and on the Monet sources
@@ -20,6 +21,11 @@ translation and scoring come on top). Either way the schedule is the params' (ep
 learning rate, then decay_epochs of linear decay), with `epoch_images` set so that the epochs add up
 to the step budget. `--recipe cpu` starts from the README's CPU recipe (`CPU_RECIPE` below) instead of
 the params defaults (which suit a GPU); `--set` overrides any `cyclegan` key after that.
+
+`--eval-every N` logs the loop's in-training KID / FID every N epochs, of `--eval-images` training photos
+translated and scored against monet-train30 (the training Monets: monet-pool120 stays held out), into
+result.json's `in_training`; `--select best` translates with the epoch of lowest in-training KID
+(`cyclegan.select`) instead of the last. The in-training metrics' time counts in the training minutes.
 """
 
 from __future__ import annotations
@@ -85,7 +91,9 @@ def build_params(args: argparse.Namespace, steps: int):
     from lowshot.params import CycleGANParams
 
     base = dict(CPU_RECIPE) if args.recipe == "cpu" else {}
-    base.update(model=args.translator, eval_every=None, workers=1)
+    base.update(model=args.translator, eval_every=args.eval_every, eval_images=args.eval_images, workers=1)
+    if args.select:
+        base["select"] = args.select
     base.update(parse_set(args.set))
     cfg = CycleGANParams(**base)
     epochs = cfg.epochs + cfg.decay_epochs
@@ -98,7 +106,7 @@ def calibrate(args: argparse.Namespace, train_photos: list[Path], monet: list, o
     """Seconds per training step of this configuration, from a short run in a scratch folder."""
     from lowshot.train.translator_loop import train_translator
 
-    cfg = build_params(args, 10_000)
+    cfg = build_params(args, 10_000).model_copy(update={"eval_every": None, "select": "last"})
     scratch = out / "calibration"
 
     def seconds(steps: int) -> float:
@@ -164,8 +172,11 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         print(f"calibration: {seconds_per_step:.3f} s/step -> {args.steps} steps in {args.minutes:g} min", flush=True)
     cfg = build_params(args, args.steps)
     start = time.time()
+    # In-training metrics (and `select: best`) measure against the training Monets: monet-pool120 stays
+    # held out for the score below.
     train_translator(cfg, photos=train_photos, monet=monet, out_dir=out / "run", live_dir=out / "live",
-                     device=device, seed=args.seed, precision=precision, progress=args.progress)
+                     device=device, seed=args.seed, precision=precision, progress=args.progress,
+                     eval_reference=DATASETS / "monet-train30", metrics_cache=Path(args.out) / "feature-cache")
     train_s = time.time() - start
     G = precision.prepare(load_photo2monet(out / "run" / PHOTO2MONET_FILE, device))
     start = time.time()
@@ -184,6 +195,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     steps = (cfg.epochs + cfg.decay_epochs) * cfg.epoch_images // cfg.batch
     result = {
         "name": args.name, "translator": cfg.model, "sources": args.sources, "steps": steps,
+        "select": cfg.select, "translated_epoch": G.epoch, "in_training": in_training(out / "live"),
         "params": cfg.model_dump(mode="json"), "train_s": train_s, "s_per_step": train_s / steps,
         "calibrated_s_per_step": seconds_per_step, "translate_img_per_s": len(eval_photos) / translate_s,
         "precision": precision.describe(), "threads": torch.get_num_threads(), "cpu_flags": cpu_flags(),
@@ -192,6 +204,21 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     }
     (out / "result.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def in_training(live: Path) -> list[dict[str, float]]:
+    """The in-training KID / FID against monet-train30 per evaluated epoch (dvclive's tables), if any."""
+    rows: dict[int, dict[str, float]] = {}
+    for name in ("kid", "fid"):
+        tsv = live / "plots" / "metrics" / "metrics" / f"{name}.tsv"
+        if tsv.is_file():
+            header, *lines = tsv.read_text().splitlines()
+            cols = header.split("\t")
+            for line in lines:
+                cells = line.split("\t")
+                step = int(cells[cols.index("step")])
+                rows.setdefault(step, {"epoch": step + 1})[name] = float(cells[-1])
+    return [rows[k] for k in sorted(rows)]
 
 
 def table(out: Path) -> None:
@@ -230,6 +257,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", help="run folder name (default: translator and budget)")
     ap.add_argument("--out", default="/tmp/lowshot-quality")
+    ap.add_argument("--eval-every", type=int, default=None,
+                    help="in-training KID/FID of translated training photos against monet-train30 every N epochs")
+    ap.add_argument("--eval-images", type=int, default=250, help="photos translated for each in-training metric")
+    ap.add_argument("--select", choices=("last", "best"), default=None,
+                    help="translate with the last epoch or the one of lowest in-training KID (needs --eval-every)")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--table", action="store_true", help="only print the table of the runs under --out")
     args = ap.parse_args()

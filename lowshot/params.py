@@ -350,6 +350,10 @@ class CycleGANParams(Section):
     mirror: bool = Field(True, description="random horizontal flips")
     eval_every: int | None = Field(1, ge=1, description="FID/MiFID of translated photos every this many epochs (null = off)")
     eval_images: int = Field(250, ge=2, description="photos translated (at 256 px, as translate does) for each FID/MiFID")
+    select: Literal["last", "best"] = Field(
+        "last", description="which epoch photo2monet.pt holds: the last, or the one with the lowest in-training KID "
+                            "(needs eval_every; measured against evaluate.reference, so the evaluate stage's "
+                            "score of that epoch is no longer held out)")
     grid_size: int = Field(8, ge=1, description="fixed photos shown with their translations each epoch")
     keep_snapshots: int = Field(2, ge=1, description="full-state checkpoints kept (one per epoch; older rotated out)")
     workers: int = Field(2, ge=0, le=64, description="data-loading worker processes")
@@ -372,6 +376,12 @@ class CycleGANParams(Section):
         if any(w < 0 for w in v.values()) or not any(w > 0 for w in v.values()):
             raise ValueError(f"needs non-negative weights with at least one > 0, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _select(self) -> CycleGANParams:
+        if self.select == "best" and not self.eval_every:
+            raise ValueError("cyclegan.select: best picks the epoch by its in-training KID; set cyclegan.eval_every")
+        return self
 
     @model_validator(mode="after")
     def _load_size(self) -> CycleGANParams:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
+from pydantic import ValidationError
 import torch
 
 from lowshot.models.cyclegan import CycleGANConfig
@@ -310,6 +311,37 @@ def test_images_are_loaded_larger_and_cropped(data):
 
 
 # --- metrics and DDP --------------------------------------------------------------------------------
+
+
+def test_select_best_publishes_the_epoch_of_lowest_kid_and_survives_a_kill(data, tmp_path, monkeypatch):
+    import lowshot.train.translator_loop as loop
+
+    kids = iter([0.30, 0.10, 0.20, 0.30, 0.10, 0.20])  # epochs 1-3 of the whole run, then of the killed one
+
+    def fake_evaluator(*args, **kwargs):
+        return lambda G: {"metrics/fid": 1.0, "metrics/kid": next(kids), "metrics/mifid": 1.0}
+
+    monkeypatch.setattr(loop, "_make_evaluator", fake_evaluator)
+    cfg = params(epochs=2, decay_epochs=1, eval_every=1, select="best", keep_snapshots=5)
+    stats = run(cfg, data, tmp_path / "whole")
+    G = load_photo2monet(tmp_path / "whole" / PHOTO2MONET_FILE)
+    epoch2 = checkpoint.load_state(tmp_path / "whole" / "state-000002.000.pt")
+    assert G.epoch == 2 and stats["metrics/best_kid"] == 0.10 and stats["metrics/kid"] == 0.20
+    torch.testing.assert_close(G.state_dict(), epoch2["G_AB"])
+    assert checkpoint.load_state(checkpoint.latest_state(tmp_path / "whole"))["best"] == {"kid": 0.10, "epoch": 2.0}
+
+    run(cfg, data, tmp_path / "killed", max_steps=5)  # stops mid epoch 3, after the best
+    run(cfg, data, tmp_path / "killed")
+    resumed = load_photo2monet(tmp_path / "killed" / PHOTO2MONET_FILE)
+    assert resumed.epoch == 2
+    torch.testing.assert_close(resumed.state_dict(), G.state_dict())
+
+
+def test_select_best_needs_the_in_training_metric(data, tmp_path):
+    with pytest.raises(ValidationError, match="set cyclegan.eval_every"):
+        params(select="best")
+    with pytest.raises(ValueError, match="select: best needs the in-training KID"):
+        run(params(select="best", eval_every=1), data, tmp_path / "out")  # no reference folder given
 
 
 @pytest.mark.slow

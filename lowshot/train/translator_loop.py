@@ -365,7 +365,8 @@ def train_translator(
     ((folder or files, sampling weight) pairs) for cfg.epochs + cfg.decay_epochs epochs.
 
     Writes to `out_dir`: `state-<epoch>.pt` (full state after every epoch, newest `keep_snapshots`
-    kept), `photo2monet.pt` (G_AB for inference, see `checkpoint.load_photo2monet`) and `losses.jsonl`
+    kept), `photo2monet.pt` (G_AB for inference, see `checkpoint.load_photo2monet`: the last epoch's, or with
+    `select: best` the evaluated epoch of lowest in-training KID, tracked in the state) and `losses.jsonl`
     (every step's losses). Epoch means, the learning rate, speed, the translation grid and, every
     `eval_every` epochs and at the end, FID / KID / MiFID of `eval_images` photos translated at 256 px
     against `eval_reference` (features cached in `metrics_cache`) go to dvclive in `live_dir` (None: not
@@ -419,6 +420,7 @@ def train_translator(
     stats: dict[str, float] = {}
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
+    best: dict[str, float] = {}  # select: best -> {"kid", "epoch"} of the epoch photo2monet.pt holds
     state_file = checkpoint.latest_state(out_dir)
     if state_file is not None:
         state = checkpoint.load_state(state_file)
@@ -433,6 +435,7 @@ def train_translator(
         photo_sampler.load_state_dict(state["samplers"]["photos"])
         monet_sampler.load_state_dict(state["samplers"]["monet"])
         stats = dict(state.get("stats", {}))
+        best = dict(state.get("best", {}))
         local = state["local"]
         if len(local) == world:
             checkpoint.set_rng_state(local[rank]["rng"], generators)
@@ -455,9 +458,13 @@ def train_translator(
 
     evaluator = _make_evaluator(cfg, photo_data.files, eval_reference, seed=seed, device=device, precision=precision,
                                 cache=metrics_cache, scratch=out_dir) if main else None
+    if main and cfg.select == "best" and evaluator is None:
+        raise ValueError("cyclegan.select: best needs the in-training KID, but metrics are off (no reference "
+                         "folder with images, or eval_every null); use select: last")
 
-    def save(epoch: float) -> None:
-        """Full state (every process's pools, RNG streams and partial sums); rank 0 writes."""
+    def save(epoch: float, publish: bool) -> None:
+        """Full state (every process's pools, RNG streams and partial sums); rank 0 writes. `publish`
+        also writes G_AB to photo2monet.pt."""
         local = distributed.all_gather_object({
             "rng": checkpoint.rng_state(generators), "pools": {d: p.state_dict() for d, p in pools.items()},
             "sums": dict(sums), "counts": dict(counts)})
@@ -470,11 +477,12 @@ def train_translator(
                 **{name: opt.state_dict() for name, opt in opts.items()},
                 "progress": {"step": step, "epoch": step // spe, "steps_per_epoch": spe},
                 "samplers": {"photos": photo_sampler.state_dict(), "monet": monet_sampler.state_dict()},
-                "local": local, "stats": stats,
+                "local": local, "stats": stats, "best": best,
             }
+            if publish:  # before the state: a state that records a best always has its photo2monet.pt
+                checkpoint.save_photo2monet(out_dir / PHOTO2MONET_FILE, arch=cfg.model, config=config.to_dict(),
+                                            generator=nets["G_AB"], epoch=epoch)
             path = checkpoint.save_state(out_dir, state, kimg=epoch, keep=cfg.keep_snapshots)
-            checkpoint.save_photo2monet(out_dir / PHOTO2MONET_FILE, arch=cfg.model, config=config.to_dict(),
-                                        generator=nets["G_AB"], epoch=epoch)
             log.info("saved %s", path.name)
         distributed.barrier()
 
@@ -515,7 +523,7 @@ def train_translator(
                 if stop:  # stopped mid-epoch: keep the partial epoch's position and sums
                     if losses_log is not None:
                         losses_log.flush()
-                    save(math.floor(step / spe * 1000) / 1000)
+                    save(math.floor(step / spe * 1000) / 1000, publish=cfg.select == "last")
                     break
                 continue
 
@@ -532,9 +540,14 @@ def train_translator(
                 fakes = torch.cat(list(_translate(nets["G_AB"], grid_photos, device, precision)))
                 grid = image_grid(torch.cat([grid_photos.float() / 127.5 - 1.0, fakes]), ncols=len(grid_photos))
                 live.image(f"translations/{epoch}.png", grid)  # dvclive's step-numbered slider layout
+            publish = cfg.select == "last"
             if cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or step >= total_steps):
                 if evaluator is not None:
                     stats.update(evaluator(nets["G_AB"]))
+                    if cfg.select == "best" and (not best or stats["metrics/kid"] < best["kid"]):
+                        best, publish = {"kid": stats["metrics/kid"], "epoch": float(epoch + 1)}, True
+                    if best:
+                        stats["metrics/best_kid"] = best["kid"]
                 distributed.barrier()
             live.log(epoch, stats)
             log.info("epoch %d/%d %s", epoch + 1, cfg.epochs + cfg.decay_epochs,
@@ -543,9 +556,12 @@ def train_translator(
             sums, counts = {}, {}
             if losses_log is not None:
                 losses_log.flush()
-            save(float(epoch + 1))
+            save(float(epoch + 1), publish)
             epoch_start_step, epoch_start_time = step, time.time()
             if stop:
+                if best and step >= total_steps:
+                    log.info("%s holds epoch %g, the lowest in-training KID (%.4g)", PHOTO2MONET_FILE,
+                             best["epoch"], best["kid"])
                 break
     finally:
         bar.close()
