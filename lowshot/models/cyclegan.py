@@ -144,12 +144,6 @@ class BlurPool(nn.Module):
         return nn.functional.conv2d(x, self.kernel.to(x.dtype), stride=2, groups=x.shape[1])
 
 
-def _downsample_conv(ch: int, out: int, kernel: int, antialias: bool, bias: bool = True) -> list[nn.Module]:
-    """A stride-2 conv, or (antialias) the same conv at stride 1; the caller appends the blur-pool after
-    its norm and activation, as the reference orders them."""
-    return [nn.Conv2d(ch, out, kernel, stride=1 if antialias else 2, padding=1, bias=bias)]
-
-
 def _upsample(ch: int, out: int, how: str, bias: bool) -> list[nn.Module]:
     """Double the side: a transposed 3x3 conv (the paper), or a bilinear resize then a 3x3 conv."""
     if how == "transpose":
@@ -193,8 +187,8 @@ class ResnetGenerator(nn.Module):
         ch = ngf
         for _ in range(2):
             taps.append(len(layers))
-            layers += [
-                *_downsample_conv(ch, ch * 2, 3, antialias, bias),
+            layers += [  # antialias: the conv at stride 1, the blur-pool after the activation, as the reference
+                nn.Conv2d(ch, ch * 2, 3, stride=1 if antialias else 2, padding=1, bias=bias),
                 _norm_layer(norm, ch * 2),
                 nn.ReLU(),  # not in place: with norm "none" it would overwrite the tapped conv output
                 *([BlurPool(ch * 2)] if antialias else []),
@@ -277,7 +271,7 @@ class PatchDiscriminator(nn.Module):
         super().__init__()
         bias = _conv_bias(norm)
         layers: list[nn.Module] = [
-            *_downsample_conv(in_ch, ndf, 4, antialias),
+            nn.Conv2d(in_ch, ndf, 4, stride=1 if antialias else 2, padding=1),
             nn.LeakyReLU(0.2, inplace=True),
             *([BlurPool(ndf)] if antialias else []),
         ]
@@ -286,8 +280,7 @@ class PatchDiscriminator(nn.Module):
             out = ndf * min(2**i, 8)
             down = i < n_layers
             layers += [
-                *(_downsample_conv(ch, out, 4, antialias, bias) if down
-                  else [nn.Conv2d(ch, out, 4, stride=1, padding=1, bias=bias)]),
+                nn.Conv2d(ch, out, 4, stride=2 if down and not antialias else 1, padding=1, bias=bias),
                 _norm_layer(norm, out),
                 nn.LeakyReLU(0.2, inplace=True),
                 *([BlurPool(out)] if down and antialias else []),
