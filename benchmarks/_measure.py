@@ -1,8 +1,9 @@
-"""Timing and memory helpers shared by the training benchmarks (device sync, a matmul FLOP/s
-baseline, peak memory of the calling process)."""
+"""Helpers shared by the training benchmarks: device sync, a matmul FLOP/s baseline, peak memory of the
+calling process, the CPU's flags, and a dvclive metric's history."""
 
 from __future__ import annotations
 
+import csv
 import re
 import resource
 import time
@@ -51,3 +52,11 @@ def cpu_flags() -> str:
         return "unknown"
     found = sorted(set(re.findall(r"\b(avx512[a-z_0-9]*|amx[a-z_0-9]*)\b", text)))
     return " ".join(found) or "none"
+
+
+def live_metric(tsv: Path) -> dict[int, float]:
+    """{step: value} of one dvclive metric table (plots/metrics/.../NAME.tsv); empty when it is absent."""
+    if not tsv.is_file():
+        return {}
+    with tsv.open() as f:
+        return {int(r["step"]): float(r[tsv.stem]) for r in csv.DictReader(f, delimiter="\t")}

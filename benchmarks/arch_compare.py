@@ -78,7 +78,8 @@ def resume_point(run: str, run_dir: Path, out: Path) -> tuple[float, float, int]
     before PROGRESS existed has only its state: its CPU time is estimated at its last measured rate."""
     from lowshot.train import checkpoint
 
-    done = max((r["point"] for r in read_rows(out) if r["run"] == run), default=0)
+    measured = [r for r in read_rows(out) if r["run"] == run]
+    done = max((r["point"] for r in measured), default=0)
     progress = run_dir / PROGRESS
     if progress.is_file():
         saved = json.loads(progress.read_text())
@@ -86,7 +87,7 @@ def resume_point(run: str, run_dir: Path, out: Path) -> tuple[float, float, int]
     state = checkpoint.latest_state(run_dir) if run_dir.is_dir() else None
     if state is None:
         return 0.0, 0.0, 0
-    last = max((r for r in read_rows(out) if r["run"] == run), key=lambda r: r["point"], default=None)
+    last = max(measured, key=lambda r: r["point"], default=None)
     if last is None:
         sys.exit(f"{run_dir} holds a state but {out / RESULTS} no point of {run}: delete {run_dir.parent} to start over")
     kimg = round(checkpoint.load_state(state)["progress"]["nimg"] / 1000, 6)

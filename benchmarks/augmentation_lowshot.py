@@ -10,7 +10,6 @@ Sample grids: OUT/<kind>/live/plots/images/samples/<tick>.png.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import subprocess
 import sys
@@ -41,13 +40,11 @@ def train_one(kind: str, args: argparse.Namespace) -> None:
 
 def history(out: Path, kind: str, name: str) -> dict[float, float]:
     """{kimg: value} of a dvclive metric, joined to progress/kimg by step."""
+    from _measure import live_metric
+
     base = out / kind / "live" / "plots" / "metrics"
-    def read(path: Path) -> dict[int, float]:
-        if not path.is_file():
-            return {}
-        return {int(r["step"]): float(r[path.stem]) for r in csv.DictReader(path.open(), delimiter="\t")}
-    kimg = read(base / "progress" / "kimg.tsv")
-    return {kimg[s]: v for s, v in read(base / "metrics" / f"{name}.tsv").items() if s in kimg}
+    kimg = live_metric(base / "progress" / "kimg.tsv")
+    return {kimg[s]: v for s, v in live_metric(base / "metrics" / f"{name}.tsv").items() if s in kimg}
 
 
 def main() -> None:

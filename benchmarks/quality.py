@@ -43,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from _measure import cpu_flags
+from _measure import cpu_flags, live_metric
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -208,17 +208,9 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
 
 def in_training(live: Path) -> list[dict[str, float]]:
     """The in-training KID / FID against monet-train30 per evaluated epoch (dvclive's tables), if any."""
-    rows: dict[int, dict[str, float]] = {}
-    for name in ("kid", "fid"):
-        tsv = live / "plots" / "metrics" / "metrics" / f"{name}.tsv"
-        if tsv.is_file():
-            header, *lines = tsv.read_text().splitlines()
-            cols = header.split("\t")
-            for line in lines:
-                cells = line.split("\t")
-                step = int(cells[cols.index("step")])
-                rows.setdefault(step, {"epoch": step + 1})[name] = float(cells[-1])
-    return [rows[k] for k in sorted(rows)]
+    base = live / "plots" / "metrics" / "metrics"
+    kid, fid = live_metric(base / "kid.tsv"), live_metric(base / "fid.tsv")
+    return [{"epoch": step + 1, "kid": kid[step], "fid": fid[step]} for step in sorted(kid)]
 
 
 def table(out: Path) -> None:
