@@ -1,4 +1,5 @@
-"""The photo -> Monet translator loop: CycleGAN, CUT and FastCUT, with DiffAugment on the discriminators.
+"""The photo -> Monet translator loop: CycleGAN, CUT and FastCUT, with DiffAugment (and optionally ADA) on the
+discriminators.
 
 One loop, models as data (as `gan_loop` does for the GANs): a `TranslatorRecipe` per model builds its
 networks, image pools and phase list; data, the learning-rate schedule, checkpoints, exact resume,
@@ -16,6 +17,11 @@ DDP, dvclive, the translation grid and the FID / KID / MiFID probe are shared.
   flipped back). The reference updates D before G; here, as for CycleGAN, G's phase comes first and D
   then judges the fakes G just made (so each step costs one generator forward less). The photo's key
   features come from the same forward pass that translates it (the reference encodes it again).
+
+ADA (`ada_target`; Karras et al. 2020, `augment.ada`): the bgc transforms, applied before DiffAugment to every
+image the discriminators see, at a probability p that the controller raises while D_B is too sure of the Monets
+(the mean sign of D_B(real) minus the loss's midpoint, 0.5 for LSGAN, above the target) and lowers otherwise.
+p and the controller's sums are part of the state; the step's p is in `losses.jsonl` as `aug/p`.
 
 Naming: domain A = photos, domain B = Monet paintings (several sources mixed by sampling weight).
 G_AB translates A -> B (the product, saved as `photo2monet.pt`); for CycleGAN G_BA goes back, D_A judges
@@ -41,6 +47,7 @@ if the learning rate of every epoch already (partly) trained stays the same.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -56,7 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from lowshot.augment import make_augment
+from lowshot.augment import AdaController, AdaptiveAugment, make_augment
 from lowshot.fsutil import remove_stale_temps
 from lowshot.images.folder import list_images
 from lowshot.images.grid import image_grid
@@ -86,6 +93,10 @@ __all__ = ["PHOTO2MONET_FILE", "RUN_ONLY_KEYS", "TrainingDiverged", "load_photo2
 RUN_ONLY_KEYS = ("epochs", "decay_epochs", "eval_every", "eval_images", "grid_size", "keep_snapshots", "workers")
 EVAL_SIZE = 256  # side of the photos translated for the grid and the metrics: what `translate` writes
 EVAL_BATCH = 16  # photos per G_AB forward pass when translating for the grid and the metrics
+ADA_INTERVAL = 4  # minibatches between ADA's adjustments of p (the reference's)
+# D's output halfway between its real and fake targets, where ADA's sign(D(real)) turns: LSGAN's targets
+# are 1 and 0; the vanilla and hinge losses' logits are signed.
+REAL_MIDPOINT = {"lsgan": 0.5, "vanilla": 0.0, "hinge": 0.0}
 
 
 # --- schedule and data ------------------------------------------------------------------------------
@@ -185,19 +196,43 @@ class Translator:
     phases: list[Phase] = field(default_factory=list)
 
 
+def _augmentation(cfg: CycleGANParams, generator: torch.Generator
+                  ) -> tuple[Callable[[torch.Tensor], torch.Tensor], AdaptiveAugment | None, AdaController | None]:
+    """What D sees of every image: ADA's transforms (when ada_target is set) then DiffAugment's policy;
+    with ADA on, also its transforms and the controller that tunes their p."""
+    diff = make_augment("diffaugment", policy=cfg.diffaugment, generator=generator) if cfg.diffaugment \
+        else make_augment("none")
+    if cfg.ada_target is None:
+        return diff, None, None
+    transforms = AdaptiveAugment("bgc", 0.0, generator=generator)
+    controller = AdaController(cfg.batch, target=cfg.ada_target, speed_kimg=cfg.ada_kimg, interval=ADA_INTERVAL,
+                               sync=distributed.all_reduce_sum)
+    return (lambda x: diff(transforms(x))), transforms, controller
+
+
+def _observe_real(ada: AdaController, midpoint: float, real_out: torch.Tensor) -> None:
+    """ADA's overfitting signal: the sign of D's outputs on reals measured from the loss's midpoint."""
+    ada.accumulate(real_out.float() - midpoint)
+
+
 def _adam(params: Any, cfg: CycleGANParams) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
-def _d_loss(kind: str, D: nn.Module, augment: Callable, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """0.5 (loss of D on an augmented real + loss on an augmented fake)."""
-    return 0.5 * (losses.gan_loss(kind, D(augment(real)), True) + losses.gan_loss(kind, D(augment(fake)), False))
+def _d_loss(kind: str, D: nn.Module, augment: Callable, real: torch.Tensor, fake: torch.Tensor,
+            observe: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+    """0.5 (loss of D on an augmented real + loss on an augmented fake); `observe` sees D's outputs on the reals."""
+    real_out = D(augment(real))
+    if observe is not None:
+        observe(real_out)
+    return 0.5 * (losses.gan_loss(kind, real_out, True) + losses.gan_loss(kind, D(augment(fake)), False))
 
 
 def build_cyclegan(cfg: CycleGANParams, config: CycleGANConfig, augment: Callable,
-                   streams: dict[str, torch.Generator]) -> Translator:
+                   streams: dict[str, torch.Generator], observe: Callable[[torch.Tensor], None] | None) -> Translator:
     """G_AB, G_BA, D_A, D_B; a G phase (both generators) then a D phase (both discriminators). The
-    batch dict holds photos "A" and paintings "B"; the G phase leaves its fakes there for D."""
+    batch dict holds photos "A" and paintings "B"; the G phase leaves its fakes there for D. `observe`
+    sees D_B's outputs on the Monets (D_A judges thousands of photos: no few-shot overfitting to watch)."""
     nets = nn.ModuleDict({"G_AB": ResnetGenerator.from_config(config), "G_BA": ResnetGenerator.from_config(config),
                           "D_A": PatchDiscriminator.from_config(config), "D_B": PatchDiscriminator.from_config(config)})
     G_AB, G_BA, D_A, D_B = nets["G_AB"], nets["G_BA"], nets["D_A"], nets["D_B"]
@@ -226,7 +261,7 @@ def build_cyclegan(cfg: CycleGANParams, config: CycleGANConfig, augment: Callabl
 
     def d_main(b: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss_a = _d_loss(kind, D_A, augment, b["A"], pools["A"].query(b["fake_A"]))
-        loss_b = _d_loss(kind, D_B, augment, b["B"], pools["B"].query(b["fake_B"]))
+        loss_b = _d_loss(kind, D_B, augment, b["B"], pools["B"].query(b["fake_B"]), observe)
         return loss_a + loss_b, {"loss/D_A": loss_a, "loss/D_B": loss_b}
 
     phases = [Phase("G", gens, _adam(gens.parameters(), cfg), 1, g_main),
@@ -235,8 +270,9 @@ def build_cyclegan(cfg: CycleGANParams, config: CycleGANConfig, augment: Callabl
 
 
 def build_cut(cfg: CycleGANParams, config: CycleGANConfig, augment: Callable,
-              streams: dict[str, torch.Generator]) -> Translator:
-    """G_AB, the PatchNCE heads H and D_B; a G phase (G_AB and H together, one Adam) then a D phase."""
+              streams: dict[str, torch.Generator], observe: Callable[[torch.Tensor], None] | None) -> Translator:
+    """G_AB, the PatchNCE heads H and D_B; a G phase (G_AB and H together, one Adam) then a D phase.
+    `observe` sees D_B's outputs on the Monets."""
     G = ResnetGenerator.from_config(config)
     H = PatchSampleMLP(G.tap_channels(), width=cfg.nce_width)
     D = PatchDiscriminator.from_config(config)
@@ -283,7 +319,7 @@ def build_cut(cfg: CycleGANParams, config: CycleGANConfig, augment: Callable,
         return total, {"loss/G": total, **scalars}
 
     def d_main(b: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss_b = _d_loss(kind, D, augment, b["B"], pools["B"].query(b["fake_B"]))
+        loss_b = _d_loss(kind, D, augment, b["B"], pools["B"].query(b["fake_B"]), observe)
         return loss_b, {"loss/D_B": loss_b}
 
     phases = [Phase("G", gen, _adam(gen.parameters(), cfg), 1, g_main),
@@ -295,7 +331,8 @@ def build_cut(cfg: CycleGANParams, config: CycleGANConfig, augment: Callable,
 class TranslatorRecipe:
     """How to build a model, and the random streams (besides `augment`) its phases draw from."""
 
-    build: Callable[[CycleGANParams, CycleGANConfig, Callable, dict[str, torch.Generator]], Translator]
+    build: Callable[[CycleGANParams, CycleGANConfig, Callable, dict[str, torch.Generator],
+                     Callable[[torch.Tensor], None] | None], Translator]
     streams: tuple[str, ...]
 
 
@@ -406,9 +443,9 @@ def train_translator(
     recipe = RECIPES[cfg.model]
     generators = {name: torch.Generator().manual_seed(derive_seed(seed, name, rank))
                   for name in ("augment", *recipe.streams)}
-    augment = make_augment("diffaugment", policy=cfg.diffaugment, generator=generators["augment"]) \
-        if cfg.diffaugment else make_augment("none")
-    parts = recipe.build(cfg, config, augment, generators)  # the same initial weights on every process
+    augment, ada_transforms, ada = _augmentation(cfg, generators["augment"])
+    observe = None if ada is None else functools.partial(_observe_real, ada, REAL_MIDPOINT[cfg.gan_loss])
+    parts = recipe.build(cfg, config, augment, generators, observe)  # the same initial weights on every process
     torch.manual_seed(derive_seed(seed, "torch", rank))
     nets, pools, phases = parts.nets, parts.pools, parts.phases
     precision.prepare(nets.to(device).train().requires_grad_(False))
@@ -436,6 +473,9 @@ def train_translator(
         monet_sampler.load_state_dict(state["samplers"]["monet"])
         stats = dict(state.get("stats", {}))
         best = dict(state.get("best", {}))
+        if ada is not None:
+            ada.load_state_dict(state["ada"])
+            ada_transforms.p = ada.p
         local = state["local"]
         if len(local) == world:
             checkpoint.set_rng_state(local[rank]["rng"], generators)
@@ -478,6 +518,7 @@ def train_translator(
                 "progress": {"step": step, "epoch": step // spe, "steps_per_epoch": spe},
                 "samplers": {"photos": photo_sampler.state_dict(), "monet": monet_sampler.state_dict()},
                 "local": local, "stats": stats, "best": best,
+                "ada": None if ada is None else ada.state_dict(),
             }
             if publish:  # before the state: a state that records a best always has its photo2monet.pt
                 checkpoint.save_photo2monet(out_dir / PHOTO2MONET_FILE, arch=cfg.model, config=config.to_dict(),
@@ -512,6 +553,8 @@ def train_translator(
                     row[name] = v
                     sums[name] = sums.get(name, 0.0) + v
                     counts[name] = counts.get(name, 0) + 1
+            if ada is not None:
+                ada_transforms.p = row["aug/p"] = ada.step()
             if losses_log is not None:
                 losses_log.write(json.dumps(row) + "\n")
             step, steps_run = step + 1, steps_run + 1
@@ -536,6 +579,10 @@ def train_translator(
             stats["progress/epoch"] = float(epoch + 1)
             stats["optim/lr"] = lr
             stats["speed/images_per_sec"] = (step - epoch_start_step) * cfg.batch / max(elapsed, 1e-9)
+            if ada is not None:
+                stats["aug/p"] = ada.p
+                if ada.r_t is not None:
+                    stats["aug/r_t"] = ada.r_t
             if grid_photos is not None:
                 fakes = torch.cat(list(_translate(nets["G_AB"], grid_photos, device, precision)))
                 grid = image_grid(torch.cat([grid_photos.float() / 127.5 - 1.0, fakes]), ncols=len(grid_photos))
