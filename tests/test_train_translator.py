@@ -17,7 +17,8 @@ import torch
 
 from lowshot.models.cyclegan import CycleGANConfig
 from lowshot.params import CycleGANParams
-from lowshot.train import checkpoint, distributed, losses
+from lowshot.augment import AdaController
+from lowshot.train import checkpoint, distributed, losses, translator_loop
 from lowshot.models.cut import PatchSampleMLP
 from lowshot.precision import Precision
 from lowshot.train.data import ImageDataset, InfiniteSampler, WeightedSampler
@@ -184,6 +185,33 @@ def test_killed_run_resumes_exactly(model, data, tmp_path):
             assert torch.equal(a[key][name], b[key][name]), f"{key}.{name}"
     pools_a, pools_b = a["local"][0]["pools"]["B"]["images"], b["local"][0]["pools"]["B"]["images"]
     assert len(pools_b) == 3 and all(torch.equal(x, y) for x, y in zip(pools_a, pools_b))
+
+
+def test_ada_raises_p_while_d_is_sure_of_the_monets_and_resumes_exactly(data, tmp_path, monkeypatch):
+    # Every D(real) counted as sure (midpoint far below): p climbs 8 images / 40 = 0.2 every 4 minibatches.
+    monkeypatch.setitem(translator_loop.REAL_MIDPOINT, "lsgan", -1e3)
+    cfg = params(epoch_images=12, model="cut", pool_size=0, ada_target=0.6, ada_kimg=0.04)  # 6 steps per epoch
+    run(cfg, data, tmp_path / "whole")
+    rows = loss_rows(tmp_path / "whole")
+    assert [r["aug/p"] for r in rows] == pytest.approx([0] * 3 + [0.2] * 4 + [0.4] * 4 + [0.6])
+    # Until p leaves 0, D sees what it sees without ADA; then the transforms change its inputs.
+    run(params(epoch_images=12, model="cut", pool_size=0), data, tmp_path / "plain")
+    plain = loss_rows(tmp_path / "plain")
+    assert [r["loss/D_B"] for r in rows[:4]] == [r["loss/D_B"] for r in plain[:4]]
+    assert all(a["loss/D_B"] != b["loss/D_B"] for a, b in zip(rows[4:], plain[4:]))
+    # Killed mid-interval (step 2) and right after an adjustment (step 7): the same steps, bit for bit.
+    run(cfg, data, tmp_path / "parts", max_steps=2)
+    run(cfg, data, tmp_path / "parts", max_steps=5)
+    run(cfg, data, tmp_path / "parts")
+    assert loss_rows(tmp_path / "parts") == rows
+    assert checkpoint.load_state(checkpoint.latest_state(tmp_path / "parts"))["ada"]["p"] == pytest.approx(0.6)
+
+
+def test_ada_measures_lsgan_outputs_from_their_midpoint():
+    ada = AdaController(1, target=0.5, speed_kimg=1, interval=1)
+    translator_loop._observe_real(ada, translator_loop.REAL_MIDPOINT["lsgan"], torch.tensor([0.6, 0.7, 0.4, 0.9]))
+    ada.step()
+    assert ada.r_t == 0.5  # three outputs nearer the real target 1, one nearer the fake target 0
 
 
 def test_changed_params_are_refused_unless_the_learning_rate_so_far_stays(data, tmp_path, caplog):
