@@ -348,9 +348,9 @@ class CycleGANParams(Section):
     diffaugment: str = Field("translation,cutout", description="DiffAugment policy on D's inputs (empty = off); "
                                                               "no color: D must judge the palette")
     ada_target: float | None = Field(
-        None, gt=0, lt=1, description="adaptive augmentation (ADA, the bgc pipeline) of D's inputs before DiffAugment, "
-                                      "its probability p tuned so that E[sign(D(real) - midpoint)] stays at this target (0.6 in the "
-                                      "paper); null = off")
+        None, gt=0, lt=1, description="adaptive augmentation (ADA, the bgc pipeline) of D's inputs before "
+                                      "DiffAugment, its probability p tuned so that E[sign(D(real) - midpoint)] "
+                                      "stays at this target (0.6 in the paper); null = off")
     ada_kimg: float = Field(4.0, gt=0, description="ADA: p can move from 0 to 1 in this many thousand Monets seen "
                                                    "(the paper's 500 suits its millions of images, not our thousands)")
     mirror: bool = Field(True, description="random horizontal flips")
