@@ -353,6 +353,11 @@ class CycleGANParams(Section):
                                       "stays at this target (0.6 in the paper); null = off")
     ada_kimg: float = Field(4.0, gt=0, description="ADA: p can move from 0 to 1 in this many thousand Monets seen "
                                                    "(the paper's 500 suits its millions of images, not our thousands)")
+    ema_kimg: float = Field(0.0, ge=0, description="half-life of an exponential moving average of the photo -> Monet "
+                                                  "generator, thousands of photos; photo2monet.pt, the grid and the "
+                                                  "metrics use the average (0 = off: the trained weights)")
+    ema_rampup: float | None = Field(0.05, ge=0, description="EMA half-life capped at this fraction of the photos seen "
+                                                             "so far (null = off)")
     mirror: bool = Field(True, description="random horizontal flips")
     eval_every: int | None = Field(1, ge=1, description="FID/MiFID of translated photos every this many epochs (null = off)")
     eval_images: int = Field(250, ge=2, description="photos translated (at 256 px, as translate does) for each FID/MiFID")

@@ -207,6 +207,27 @@ def test_ada_raises_p_while_d_is_sure_of_the_monets_and_resumes_exactly(data, tm
     assert checkpoint.load_state(checkpoint.latest_state(tmp_path / "parts"))["ada"]["p"] == pytest.approx(0.6)
 
 
+def test_ema_generator_is_the_product_and_resumes_exactly(data, tmp_path):
+    cfg = params(epoch_images=6, model="cut", ema_kimg=0.004, ema_rampup=None)  # half-life 2 steps of 2 photos
+    run(cfg, data, tmp_path / "whole")
+    run(cfg, data, tmp_path / "parts", max_steps=2)
+    run(cfg, data, tmp_path / "parts")
+    whole = checkpoint.load_state(checkpoint.latest_state(tmp_path / "whole"))
+    parts = checkpoint.load_state(checkpoint.latest_state(tmp_path / "parts"))
+    for name, w in whole["G_ema"].items():
+        assert torch.equal(parts["G_ema"][name], w), name
+    published = torch.load(tmp_path / "whole" / PHOTO2MONET_FILE, weights_only=False)
+    G = load_photo2monet(tmp_path / "whole" / PHOTO2MONET_FILE)
+    ema, trained = whole["G_ema"], whole["G_AB"]
+    for name, w in G.state_dict().items():
+        assert torch.equal(w, ema[name]), name  # the average is what translate loads
+    from_state = load_photo2monet(checkpoint.latest_state(tmp_path / "whole")).state_dict()
+    assert all(torch.equal(w, ema[name]) for name, w in from_state.items())
+    # The average lies between where the weights were and where they are: not the last step's weights.
+    assert any(not torch.equal(ema[k], trained[k]) for k in trained if trained[k].is_floating_point())
+    assert published["epoch"] == 2.0
+
+
 def test_ada_measures_lsgan_outputs_from_their_midpoint():
     ada = AdaController(1, target=0.5, speed_kimg=1, interval=1)
     translator_loop._observe_real(ada, translator_loop.REAL_MIDPOINT["lsgan"], torch.tensor([0.6, 0.7, 0.4, 0.9]))

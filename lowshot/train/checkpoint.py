@@ -274,14 +274,15 @@ def save_photo2monet(path: str | os.PathLike, *, arch: str, config: Mapping[str,
 def load_photo2monet(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """The photo -> Monet generator of a `photo2monet.pt` (or of a translator's state file) on
     `device`, in eval mode with gradients off, whatever the model (CycleGAN, CUT, FastCUT: one ResNet
-    generator). It maps (N, 3, H, W) in [-1, 1] (H, W multiples of 4) to the same shape. The module
-    carries `.arch`, `.config_dict` and `.epoch`."""
+    generator; from a state, the weights' moving average where it kept one). It maps (N, 3, H, W) in
+    [-1, 1] (H, W multiples of 4) to the same shape. The module carries `.arch`, `.config_dict` and
+    `.epoch`."""
     from lowshot.models.cyclegan import CycleGANConfig, ResnetGenerator
 
     snap = load_state(path)
     if snap.get("arch") not in TRANSLATOR_ARCHS or "G_AB" not in snap:
         raise ValueError(f"{path} is not a lowshot translator snapshot or state (arch {snap.get('arch')!r})")
     G = ResnetGenerator.from_config(CycleGANConfig.from_dict(snap["config"]))
-    G.load_state_dict(snap["G_AB"])
+    G.load_state_dict(snap.get("G_ema", snap["G_AB"]))  # a state trained with an EMA translates with the average
     G.arch, G.config_dict, G.epoch = snap["arch"], dict(snap["config"]), float(snap["epoch"])
     return G.to(device).eval().requires_grad_(False)

@@ -23,6 +23,11 @@ image the discriminators see, at a probability p that the controller raises whil
 (the mean sign of D_B(real) minus the loss's midpoint, 0.5 for LSGAN, above the target) and lowers otherwise.
 p and the controller's sums are part of the state; the step's p is in `losses.jsonl` as `aug/p`.
 
+EMA (`ema_kimg` > 0; `train.ema`, as the GAN loop's G_ema): an exponential moving average of G_AB's weights,
+updated after every step, is what `photo2monet.pt`, the grid and the metrics translate with; a GAN's weights
+at one step swing (palette casts that come and go from epoch to epoch), their average over the last
+half-life does not. Saved in the state as `G_ema`.
+
 Naming: domain A = photos, domain B = Monet paintings (several sources mixed by sampling weight).
 G_AB translates A -> B (the product, saved as `photo2monet.pt`); for CycleGAN G_BA goes back, D_A judges
 domain A, D_B domain B. Per-step losses (`losses.jsonl`; epoch means in dvclive) are named `loss/*`:
@@ -75,6 +80,7 @@ from lowshot.precision import FP32, Precision
 from lowshot.runtime import seed_everything
 from lowshot.train import checkpoint, distributed, losses
 from lowshot.train.checkpoint import PHOTO2MONET_FILE, load_photo2monet
+from lowshot.train.ema import ema_beta, make_ema, update_ema
 from lowshot.train.data import (ImageDataset, ImageSource, InfiniteSampler, WeightedSampler, load_image, source_files,
                                 sources_digest)
 from lowshot.train.eta import RunClock
@@ -449,6 +455,8 @@ def train_translator(
     torch.manual_seed(derive_seed(seed, "torch", rank))
     nets, pools, phases = parts.nets, parts.pools, parts.phases
     precision.prepare(nets.to(device).train().requires_grad_(False))
+    G_ema = make_ema(nets["G_AB"]) if cfg.ema_kimg > 0 else None
+    product = nets["G_AB"] if G_ema is None else G_ema  # what photo2monet.pt, the grid and the metrics translate with
     fingerprint = run_fingerprint(cfg, seed, data_digest(photos, monet), config)
     opts = {f"opt_{phase.name}": phase.opt for phase in phases}
 
@@ -467,6 +475,8 @@ def train_translator(
             _check_schedule(state["schedule"], cfg, math.ceil(step / spe), str(state_file))
         for name, net in nets.items():
             net.load_state_dict(state[name])
+        if G_ema is not None:
+            G_ema.load_state_dict(state["G_ema"])
         for name, opt in opts.items():
             opt.load_state_dict(state[name])
         photo_sampler.load_state_dict(state["samplers"]["photos"])
@@ -519,10 +529,11 @@ def train_translator(
                 "samplers": {"photos": photo_sampler.state_dict(), "monet": monet_sampler.state_dict()},
                 "local": local, "stats": stats, "best": best,
                 "ada": None if ada is None else ada.state_dict(),
+                **({} if G_ema is None else {"G_ema": G_ema.state_dict()}),
             }
             if publish:  # before the state: a state that records a best always has its photo2monet.pt
                 checkpoint.save_photo2monet(out_dir / PHOTO2MONET_FILE, arch=cfg.model, config=config.to_dict(),
-                                            generator=nets["G_AB"], epoch=epoch)
+                                            generator=product, epoch=epoch)
             path = checkpoint.save_state(out_dir, state, kimg=epoch, keep=cfg.keep_snapshots)
             log.info("saved %s", path.name)
         distributed.barrier()
@@ -553,6 +564,9 @@ def train_translator(
                     row[name] = v
                     sums[name] = sums.get(name, 0.0) + v
                     counts[name] = counts.get(name, 0) + 1
+            if G_ema is not None:
+                beta = ema_beta(cfg.batch, cfg.ema_kimg, (step + 1) * cfg.batch, cfg.ema_rampup)
+                update_ema(G_ema, nets["G_AB"], beta)
             if ada is not None:
                 ada_transforms.p = row["aug/p"] = ada.step()
             if losses_log is not None:
@@ -584,13 +598,13 @@ def train_translator(
                 if ada.r_t is not None:
                     stats["aug/r_t"] = ada.r_t
             if grid_photos is not None:
-                fakes = torch.cat(list(_translate(nets["G_AB"], grid_photos, device, precision)))
+                fakes = torch.cat(list(_translate(product, grid_photos, device, precision)))
                 grid = image_grid(torch.cat([grid_photos.float() / 127.5 - 1.0, fakes]), ncols=len(grid_photos))
                 live.image(f"translations/{epoch}.png", grid)  # dvclive's step-numbered slider layout
             publish = cfg.select == "last"
             if cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or step >= total_steps):
                 if evaluator is not None:
-                    stats.update(evaluator(nets["G_AB"]))
+                    stats.update(evaluator(product))
                     if cfg.select == "best" and (not best or stats["metrics/kid"] < best["kid"]):
                         best, publish = {"kid": stats["metrics/kid"], "epoch": float(epoch + 1)}, True
                     if best:
