@@ -25,7 +25,8 @@ the params defaults (which suit a GPU); `--set` overrides any `cyclegan` key aft
 `--eval-every N` logs the loop's in-training KID / FID every N epochs, of `--eval-images` training photos
 translated and scored against monet-train30 (the training Monets: monet-pool120 stays held out), into
 result.json's `in_training`; `--select best` translates with the epoch of lowest in-training KID
-(`cyclegan.select`) instead of the last. The in-training metrics' time counts in the training minutes.
+(`cyclegan.select`) instead of the last, and scores the last epoch too (`last.*` in result.json,
+OUT/NAME/grid-last.png). The in-training metrics' time counts in the training minutes.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     from lowshot.images.folder import list_images
     from lowshot.metrics.evaluate import evaluate_sets
     from lowshot.runtime import pick_device, pick_precision
-    from lowshot.train.checkpoint import PHOTO2MONET_FILE, load_photo2monet
+    from lowshot.train.checkpoint import PHOTO2MONET_FILE, latest_state, load_photo2monet
     from lowshot.train.translator_loop import train_translator
     from lowshot.translate import translate_photos
 
@@ -192,6 +193,16 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
                             cache_dir=Path(args.out) / "feature-cache", device=device, workers=1, progress=False,
                             seed=args.seed)
     grid(eval_photos[:16], translated[:16], out / "grid.png")
+    if cfg.select == "best":  # the last epoch too, scored the same way: did picking an epoch pay?
+        last_file = latest_state(out / "run")
+        last = precision.prepare(load_photo2monet(last_file, device))
+        last_translated = translate_photos(last, last_file, eval_photos, out / "translated-last",
+                                           batch_size=8, precision=precision, progress=False)
+        scored = evaluate_sets({"last": out / "translated-last"}, DATASETS / "monet-pool120",
+                               cache_dir=Path(args.out) / "feature-cache", device=device, workers=1, progress=False,
+                               seed=args.seed)
+        metrics |= scored | {"last.epoch": last.epoch}
+        grid(eval_photos[:16], last_translated[:16], out / "grid-last.png")
     steps = (cfg.epochs + cfg.decay_epochs) * cfg.epoch_images // cfg.batch
     result = {
         "name": args.name, "translator": cfg.model, "sources": args.sources, "steps": steps,
@@ -230,6 +241,11 @@ def table(out: Path) -> None:
         print(f"{r['name']:<28} {r['translator']:<9} {r['steps']:>6} {r['train_s'] / 60:9.1f} {r['s_per_step']:7.3f} "
               f"{r['threads']:>3} {1000 * r['translated.kid']:7.1f} ± {1000 * r['translated.kid_std']:4.1f} "
               f"{r['translated.fid']:7.1f} {r['translated.mifid']:7.1f} {r['translate_img_per_s']:6.2f}")
+        if "last.kid" in r:  # a select: best run, its last epoch scored beside the chosen one
+            label = f"{r['name'][:20]} (last)"
+            print(f"{label:<28} {'':<9} {'':>6} {'':>9} {'':>7} {'':>3} "
+                  f"{1000 * r['last.kid']:7.1f} ± {1000 * r['last.kid_std']:4.1f} {r['last.fid']:7.1f} "
+                  f"{r['last.mifid']:7.1f}")
 
 
 def main() -> None:
