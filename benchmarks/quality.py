@@ -151,7 +151,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     from lowshot.images.folder import list_images
     from lowshot.metrics.evaluate import evaluate_sets
     from lowshot.runtime import pick_device, pick_precision
-    from lowshot.train.checkpoint import PHOTO2MONET_FILE, latest_state, load_photo2monet
+    from lowshot.train.checkpoint import PHOTO2MONET_FILE, latest_state, load_photo2monet, load_state
     from lowshot.train.translator_loop import train_translator
     from lowshot.translate import translate_photos
 
@@ -172,6 +172,11 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         args.steps = max(1, int(args.minutes * 60 / seconds_per_step))
         print(f"calibration: {seconds_per_step:.3f} s/step -> {args.steps} steps in {args.minutes:g} min", flush=True)
     cfg = build_params(args, args.steps)
+    steps = (cfg.epochs + cfg.decay_epochs) * cfg.epoch_images // cfg.batch
+    # A rerun of a finished run only rescores it (say, after the scoring changed): keep the timings it trained with.
+    previous = json.loads((out / "result.json").read_text()) if (out / "result.json").is_file() else {}
+    finished = latest_state(out / "run") is not None and \
+        load_state(latest_state(out / "run"))["progress"]["step"] >= steps and previous.get("steps") == steps
     start = time.time()
     # In-training metrics (and `select: best`) measure against the training Monets: monet-pool120 stays
     # held out for the score below.
@@ -203,7 +208,6 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
                                seed=args.seed)
         metrics |= scored | {"last.epoch": last.epoch}
         grid(eval_photos[:16], last_translated[:16], out / "grid-last.png")
-    steps = (cfg.epochs + cfg.decay_epochs) * cfg.epoch_images // cfg.batch
     result = {
         "name": args.name, "translator": cfg.model, "sources": args.sources, "steps": steps,
         "select": cfg.select, "translated_epoch": G.epoch, "in_training": in_training(out / "live"),
@@ -213,6 +217,9 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         "machine": platform.processor() or platform.machine(), "eval_photos": len(eval_photos),
         **metrics,
     }
+    if finished:
+        result |= {k: previous[k] for k in ("train_s", "s_per_step", "calibrated_s_per_step", "translate_img_per_s",
+                                            "threads")}
     (out / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
