@@ -254,6 +254,18 @@ def test_changed_params_are_refused_unless_the_learning_rate_so_far_stays(data, 
     assert stats["progress/epoch"] == 4 and [r["step"] for r in loss_rows(tmp_path / "b")] == [0, 1, 2, 3]
 
 
+def test_keys_of_a_feature_that_is_off_do_not_block_a_resume(data, tmp_path):
+    cfg = params(epoch_images=2)
+    run(cfg, data, tmp_path / "a", max_steps=1)
+    # ADA and EMA off: their settings change nothing learned (and a run from before they existed lacks them).
+    fingerprint = checkpoint.load_state(checkpoint.latest_state(tmp_path / "a"))["params"]
+    assert not any(k.startswith(("cyclegan.ada_", "cyclegan.ema_")) for k in fingerprint)
+    run(params(epoch_images=2, ada_kimg=9.0, ema_rampup=None), data, tmp_path / "a")
+    assert len(loss_rows(tmp_path / "a")) == 2
+    with pytest.raises(checkpoint.ParamsMismatch, match=r"cyclegan.ema_kimg: '<absent>' -> 0.5"):
+        run(params(epoch_images=2, ema_kimg=0.5), data, tmp_path / "a")
+
+
 def test_a_state_saved_under_bf16_resumes_under_fp32(data, tmp_path):
     cfg = params(model="cut", epoch_images=4)
     run(cfg, data, tmp_path / "out", precision=BF16, max_steps=3)

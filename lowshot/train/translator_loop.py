@@ -128,7 +128,14 @@ def run_fingerprint(cfg: CycleGANParams, seed: int, data: str, config: CycleGANC
     return checkpoint.params_fingerprint(
         {"cyclegan": cfg.model_dump(mode="json"), "model": (config or model_config(cfg)).to_dict(), "seed": seed,
          "data": data},
-        exclude=[f"cyclegan.{k}" for k in RUN_ONLY_KEYS])
+        exclude=[f"cyclegan.{k}" for k in (*RUN_ONLY_KEYS, *_inert_keys(cfg))])
+
+
+def _inert_keys(cfg: CycleGANParams) -> tuple[str, ...]:
+    """Keys of a feature that is off: they change nothing learned, and a run started before the feature
+    existed (its fingerprint lacks them) resumes."""
+    return (("ada_target", "ada_kimg") if cfg.ada_target is None else ()) + \
+        (("ema_kimg", "ema_rampup") if cfg.ema_kimg == 0 else ())
 
 
 def lr_factor(epoch: int, epochs: int, decay_epochs: int) -> float:
