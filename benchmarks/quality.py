@@ -175,8 +175,9 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     steps = (cfg.epochs + cfg.decay_epochs) * cfg.epoch_images // cfg.batch
     # A rerun of a finished run only rescores it (say, after the scoring changed): keep the timings it trained with.
     previous = json.loads((out / "result.json").read_text()) if (out / "result.json").is_file() else {}
-    finished = latest_state(out / "run") is not None and \
-        load_state(latest_state(out / "run"))["progress"]["step"] >= steps and previous.get("steps") == steps
+    state_file = latest_state(out / "run")
+    finished = state_file is not None and previous.get("steps") == steps and \
+        load_state(state_file)["progress"]["step"] >= steps
     start = time.time()
     # In-training metrics (and `select: best`) measure against the training Monets: monet-pool120 stays
     # held out for the score below.
