@@ -415,8 +415,9 @@ def train_translator(
     ((folder or files, sampling weight) pairs) for cfg.epochs + cfg.decay_epochs epochs.
 
     Writes to `out_dir`: `state-<epoch>.pt` (full state after every epoch, newest `keep_snapshots`
-    kept), `photo2monet.pt` (G_AB for inference, see `checkpoint.load_photo2monet`: the last epoch's, or with
-    `select: best` the evaluated epoch of lowest in-training KID, tracked in the state) and `losses.jsonl`
+    kept), `photo2monet.pt` (G_AB for inference, its moving average when `ema_kimg` > 0, see
+    `checkpoint.load_photo2monet`: the last epoch's, or with `select: best` the evaluated epoch of lowest
+    in-training KID, tracked in the state) and `losses.jsonl`
     (every step's losses). Epoch means, the learning rate, speed, the translation grid and, every
     `eval_every` epochs and at the end, FID / KID / MiFID of `eval_images` photos translated at 256 px
     against `eval_reference` (features cached in `metrics_cache`) go to dvclive in `live_dir` (None: not
