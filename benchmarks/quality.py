@@ -195,20 +195,19 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         held_out.mkdir()
         for p in eval_photos:
             (held_out / p.name).symlink_to(p)
-    metrics = evaluate_sets({"translated": out / "translated", "photos": held_out}, DATASETS / "monet-pool120",
-                            cache_dir=Path(args.out) / "feature-cache", device=device, workers=1, progress=False,
-                            seed=args.seed)
+    sets = {"translated": out / "translated", "photos": held_out}
     grid(eval_photos[:16], translated[:16], out / "grid.png")
     if cfg.select == "best":  # the last epoch too, scored the same way: did picking an epoch pay?
         last_file = latest_state(out / "run")
         last = precision.prepare(load_photo2monet(last_file, device))
         last_translated = translate_photos(last, last_file, eval_photos, out / "translated-last",
                                            batch_size=8, precision=precision, progress=False)
-        scored = evaluate_sets({"last": out / "translated-last"}, DATASETS / "monet-pool120",
-                               cache_dir=Path(args.out) / "feature-cache", device=device, workers=1, progress=False,
-                               seed=args.seed)
-        metrics |= scored | {"last.epoch": last.epoch}
+        sets["last"] = out / "translated-last"
         grid(eval_photos[:16], last_translated[:16], out / "grid-last.png")
+    metrics = evaluate_sets(sets, DATASETS / "monet-pool120", cache_dir=Path(args.out) / "feature-cache",
+                            device=device, workers=1, progress=False, seed=args.seed)
+    if cfg.select == "best":
+        metrics["last.epoch"] = last.epoch
     result = {
         "name": args.name, "translator": cfg.model, "sources": args.sources, "steps": steps,
         "select": cfg.select, "translated_epoch": G.epoch, "in_training": in_training(out / "live"),
