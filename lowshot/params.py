@@ -329,6 +329,11 @@ class CycleGANParams(Section):
     lambda_cycle: float = Field(10.0, ge=0, description="cyclegan: cycle-consistency weight")
     lambda_identity: float = Field(0.5, ge=0, description="cyclegan: identity loss weight, times lambda_cycle")
     lambda_nce: float | None = Field(None, ge=0, description="cut/fastcut: PatchNCE weight (null: cut 1, fastcut 10)")
+    lambda_colour: float = Field(
+        0.0, ge=0, description="weight of the colour anchor: L1 between photo and translation, both averaged over "
+                               "colour_pool x colour_pool blocks, so the photo keeps its colours and light at that "
+                               "scale and the generator changes what is finer (brush texture); 0 = off")
+    colour_pool: int = Field(8, ge=1, description="colour anchor: side of the averaged blocks, pixels")
     nce_idt: bool | None = Field(
         None, description="cut/fastcut: PatchNCE identity loss on Monets, G(monet) vs monet (null: cut on, fastcut off)")
     nce_patches: int = Field(256, ge=1, description="cut/fastcut: patch positions sampled per encoder layer")

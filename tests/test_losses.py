@@ -248,3 +248,13 @@ def test_gradient_penalty_per_pixel_takes_the_norm_over_channels_at_each_pixel()
     assert w.grad is not None and w.grad.abs().sum() > 0  # differentiable in the critic's weights
     whole = gradient_penalty(x_hat, (x_hat * w).sum(dim=(1, 2, 3)))
     torch.testing.assert_close(whole, torch.full((3,), (math.sqrt(9 + 16 + 1) - 1) ** 2))
+
+
+def test_colour_anchor_sees_colour_and_light_but_not_texture_finer_than_its_blocks():
+    photo = torch.rand(2, 3, 16, 16) * 1.6 - 0.8
+    checker = 0.2 * (torch.arange(16)[:, None] + torch.arange(16)[None, :]).remainder(2).mul(2).sub(1)
+    assert losses.colour_anchor(photo + checker, photo, 8).item() == pytest.approx(0, abs=1e-6)
+    assert losses.colour_anchor(photo + checker, photo, 1).item() == pytest.approx(0.2)
+    assert losses.colour_anchor(photo + 0.1, photo, 8).item() == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="pool must be >= 1"):
+        losses.colour_anchor(photo, photo, 0)

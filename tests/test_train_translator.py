@@ -227,6 +227,28 @@ def test_ema_generator_is_the_product_and_resumes_exactly(data, tmp_path):
     assert G.epoch == 2.0
 
 
+@pytest.mark.parametrize("model", ["cyclegan", "cut"])
+def test_colour_anchor_is_part_of_the_generators_loss(model, data, tmp_path):
+    run(params(model=model, lambda_colour=3.0, colour_pool=8), data, tmp_path / "run")
+    rows = loss_rows(tmp_path / "run")
+    for r in rows:
+        assert r["loss/colour"] > 0
+        if model == "cut":  # G = adversarial + PatchNCE (mean of photo and Monet terms) + 3 x anchor
+            rest = r["loss/G_AB"] + 0.5 * (r["loss/NCE"] + r["loss/NCE_Y"])
+        else:
+            rest = r["loss/G_AB"] + r["loss/G_BA"] + 10 * (r["loss/cycle_A"] + r["loss/cycle_B"]) + \
+                5 * (r["loss/idt_A"] + r["loss/idt_B"])
+        assert r["loss/G"] == pytest.approx(rest + 3.0 * r["loss/colour"], rel=1e-5)
+
+
+def test_colour_anchor_compares_a_flipped_translation_with_the_flipped_photo(data, tmp_path):
+    # A residual generator that (almost) does not learn stays the identity: the anchor is ~0 on every
+    # step, flipped or not; against the unflipped photo it would be the photo's asymmetry, ~0.1 here.
+    cfg = params(model="fastcut", residual=True, lr=1e-12, lambda_colour=1.0, colour_pool=4, epoch_images=12)
+    run(cfg, data, tmp_path / "run", model=CycleGANConfig(ngf=8, ndf=8, g_blocks=2, residual=True))
+    assert max(r["loss/colour"] for r in loss_rows(tmp_path / "run")) < 2e-3
+
+
 def test_ada_measures_lsgan_outputs_from_their_midpoint():
     ada = AdaController(1, target=0.5, speed_kimg=1, interval=1)
     translator_loop._observe_real(ada, translator_loop.REAL_MIDPOINT["lsgan"], torch.tensor([0.6, 0.7, 0.4, 0.9]))
@@ -258,8 +280,8 @@ def test_keys_of_a_feature_that_is_off_do_not_block_a_resume(data, tmp_path):
     run(cfg, data, tmp_path / "a", max_steps=1)
     # ADA and EMA off: their settings change nothing learned (and a run from before they existed lacks them).
     fingerprint = checkpoint.load_state(checkpoint.latest_state(tmp_path / "a"))["params"]
-    assert not any(k.startswith(("cyclegan.ada_", "cyclegan.ema_")) for k in fingerprint)
-    run(params(epoch_images=2, ada_kimg=9.0, ema_rampup=None), data, tmp_path / "a")
+    assert not any(k.startswith(("cyclegan.ada_", "cyclegan.ema_", "cyclegan.colour_")) for k in fingerprint)
+    run(params(epoch_images=2, ada_kimg=9.0, ema_rampup=None, colour_pool=4), data, tmp_path / "a")
     assert len(loss_rows(tmp_path / "a")) == 2
     with pytest.raises(checkpoint.ParamsMismatch, match=r"cyclegan.ema_kimg: '<absent>' -> 0.5"):
         run(params(epoch_images=2, ema_kimg=0.5), data, tmp_path / "a")

@@ -6,6 +6,7 @@
 - Hinge loss (lightweight-GAN / FastGAN, Liu et al. 2021), LSGAN and vanilla BCE (CycleGAN,
   Zhu et al. 2017, junyanz/pytorch-CycleGAN-and-pix2pix `models/networks.py` GANLoss).
 - PatchNCE (CUT, Park et al. 2020, taesungp/contrastive-unpaired-translation `models/patchnce.py`).
+- A colour anchor for translators: L1 of block averages, ours.
 - Wasserstein loss with the gradient penalty on random interpolates: Gulrajani et al., "Improved
   Training of Wasserstein GANs" (NeurIPS 2017), igul222/improved_wgan_training `gan_64x64.py`.
   SinGAN / ConSinGAN take it per pixel for their patch critics (tohinz/ConSinGAN `functions.py`).
@@ -129,6 +130,15 @@ def patch_nce_loss(query: torch.Tensor, key: torch.Tensor, temperature: float = 
     logits = torch.bmm(q, k.transpose(1, 2)) / temperature  # (N, P, P): row i = patch i against every key
     targets = torch.arange(q.shape[1], device=q.device).expand(q.shape[0], -1)
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def colour_anchor(translation: torch.Tensor, photo: torch.Tensor, pool: int) -> torch.Tensor:
+    """L1 between `translation` and `photo`, both averaged over `pool` x `pool` blocks: the colours and
+    light of the photo at that scale, blind to everything finer (a style loss's complement, as "preserving
+    colour" in Gatys et al. 2016, but on pixels). Sides not divisible by `pool` lose the remainder."""
+    if pool < 1:
+        raise ValueError(f"colour anchor pool must be >= 1, got {pool!r}")
+    return F.l1_loss(F.avg_pool2d(translation.float(), pool), F.avg_pool2d(photo.float(), pool))
 
 
 def r1_penalty(real_images: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:

@@ -135,7 +135,8 @@ def _inert_keys(cfg: CycleGANParams) -> tuple[str, ...]:
     """Keys of a feature that is off: they change nothing learned, and a run started before the feature
     existed (its fingerprint lacks them) resumes."""
     return (("ada_target", "ada_kimg") if cfg.ada_target is None else ()) + \
-        (("ema_kimg", "ema_rampup") if cfg.ema_kimg == 0 else ())
+        (("ema_kimg", "ema_rampup") if cfg.ema_kimg == 0 else ()) + \
+        (("lambda_colour", "colour_pool") if cfg.lambda_colour == 0 else ())
 
 
 def lr_factor(epoch: int, epochs: int, decay_epochs: int) -> float:
@@ -263,6 +264,10 @@ def build_cyclegan(cfg: CycleGANParams, config: CycleGANConfig, augment: Callabl
         cycle_b = F.l1_loss(G_AB(fake_a).float(), m)
         total = g_ab + g_ba + w_cycle * (cycle_a + cycle_b)
         scalars = {"loss/G_AB": g_ab, "loss/G_BA": g_ba, "loss/cycle_A": cycle_a, "loss/cycle_B": cycle_b}
+        if cfg.lambda_colour > 0:
+            colour = losses.colour_anchor(fake_b, a, cfg.colour_pool) + losses.colour_anchor(fake_a, m, cfg.colour_pool)
+            total = total + cfg.lambda_colour * colour
+            scalars["loss/colour"] = colour
         if w_idt > 0:
             # Identity: a painting fed to G_AB (a photo fed to G_BA) should come back unchanged.
             idt_a = F.l1_loss(G_BA(a).float(), a)
@@ -311,6 +316,11 @@ def build_cut(cfg: CycleGANParams, config: CycleGANConfig, augment: Callable,
         g_adv = losses.gan_loss(kind, D(augment(fake_b)), True, for_discriminator=False)
         scalars = {"loss/G_AB": g_adv}
         total = g_adv
+        if cfg.lambda_colour > 0:
+            # Against the photo as G saw it: a flipped step translated the flipped photo.
+            colour = losses.colour_anchor(fake_b, a.flip(3) if flipped else a, cfg.colour_pool)
+            total = total + cfg.lambda_colour * colour
+            scalars["loss/colour"] = colour
         if lam > 0:
             # Keys: the sources' own features, which the forward pass just computed (for a flipped
             # step, the unflipped sources' features: the translation's must match them flipped back).
