@@ -63,7 +63,7 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
         key, sep, value = item.partition("=")
         if not sep:
             sys.exit(f"--variant {text!r}: {item!r} is not KEY=VALUE")
-        keys[key.strip()] = yaml.safe_load(value)
+        keys[key.strip()] = yaml.safe_load(value) if value.strip() else ""  # diffaugment= : off
     return name, keys
 
 
