@@ -82,13 +82,13 @@ def probe(name: str, keys: dict[str, Any], sets: dict[str, torch.Tensor], args: 
           precision: Any) -> list[dict[str, Any]]:
     from lowshot.models.cyclegan import PatchDiscriminator
     from lowshot.train import losses
-    from lowshot.train.translator_loop import _augmentation
+    from lowshot.train.translator_loop import discriminator_augmentation
 
     params, config = build(keys)
     torch.manual_seed(args.seed)
     D = precision.prepare(PatchDiscriminator.from_config(config))
     opt = torch.optim.Adam(D.parameters(), lr=params.lr, betas=(params.beta1, params.beta2))
-    augment, _, _ = _augmentation(params, torch.Generator().manual_seed(args.seed + 1))
+    augment, _, _ = discriminator_augmentation(params, torch.Generator().manual_seed(args.seed + 1))
     draw = torch.Generator().manual_seed(args.seed + 2)
     side, crop = sets["train_photos"].shape[-1], params.size
 

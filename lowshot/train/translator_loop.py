@@ -210,8 +210,9 @@ class Translator:
     phases: list[Phase] = field(default_factory=list)
 
 
-def _augmentation(cfg: CycleGANParams, generator: torch.Generator
-                  ) -> tuple[Callable[[torch.Tensor], torch.Tensor], AdaptiveAugment | None, AdaController | None]:
+def discriminator_augmentation(
+    cfg: CycleGANParams, generator: torch.Generator,
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], AdaptiveAugment | None, AdaController | None]:
     """What D sees of every image: ADA's transforms (when ada_target is set) then DiffAugment's policy;
     with ADA on, also its transforms and the controller that tunes their p."""
     diff = make_augment("diffaugment", policy=cfg.diffaugment, generator=generator) if cfg.diffaugment \
@@ -467,7 +468,7 @@ def train_translator(
     recipe = RECIPES[cfg.model]
     generators = {name: torch.Generator().manual_seed(derive_seed(seed, name, rank))
                   for name in ("augment", *recipe.streams)}
-    augment, ada_transforms, ada = _augmentation(cfg, generators["augment"])
+    augment, ada_transforms, ada = discriminator_augmentation(cfg, generators["augment"])
     observe = None if ada is None else functools.partial(_observe_real, ada, REAL_MIDPOINT[cfg.gan_loss])
     parts = recipe.build(cfg, config, augment, generators, observe)  # the same initial weights on every process
     torch.manual_seed(derive_seed(seed, "torch", rank))
