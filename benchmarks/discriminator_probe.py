@@ -32,10 +32,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from _measure import cpu_flags
-from quality import CPU_RECIPE, DATASETS
+from quality import CPU_RECIPE, DATASETS, parse_set
 
 HELD_OUT_PHOTOS = 200
 LSGAN_CHANCE = 0.25
@@ -55,16 +54,11 @@ def load_set(files: list[Path]) -> torch.Tensor:
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """'NAME:KEY=VALUE,KEY=VALUE' -> (NAME, {KEY: VALUE}), values read as `quality.py --set` reads them."""
     name, _, items = text.partition(":")
     if not name or not items:
         sys.exit(f"--variant {text!r}: expected NAME:KEY=VALUE[,KEY=VALUE]")
-    keys = {}
-    for item in items.split(","):
-        key, sep, value = item.partition("=")
-        if not sep:
-            sys.exit(f"--variant {text!r}: {item!r} is not KEY=VALUE")
-        keys[key.strip()] = yaml.safe_load(value) if value.strip() else ""  # diffaugment= : off
-    return name, keys
+    return name, parse_set(items.split(","))
 
 
 def build(keys: dict[str, Any]) -> tuple[Any, Any]:

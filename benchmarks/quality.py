@@ -84,7 +84,9 @@ def parse_set(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, _, value = pair.partition("=")
         key = key.removeprefix("cyclegan.")
-        out[key] = yaml.safe_load(value)
+        if not key or not _:
+            sys.exit(f"--set {pair!r}: expected KEY=VALUE")
+        out[key] = yaml.safe_load(value) if value.strip() else ""  # diffaugment= : off, not null
     return out
 
 
