@@ -332,7 +332,8 @@ class CycleGANParams(Section):
     lambda_colour: float = Field(
         0.0, ge=0, description="weight of the colour anchor: L1 between photo and translation, both averaged over "
                                "colour_pool x colour_pool blocks, so the photo keeps its colours and light at that "
-                               "scale and the generator changes what is finer (brush texture); 0 = off")
+                               "scale and the generator changes what is finer; 0 = off (on, it scored worse: README, "
+                               "Training on a CPU)")
     colour_pool: int = Field(8, ge=1, description="colour anchor: side of the averaged blocks, pixels")
     nce_idt: bool | None = Field(
         None, description="cut/fastcut: PatchNCE identity loss on Monets, G(monet) vs monet (null: cut on, fastcut off)")
