@@ -74,6 +74,7 @@ def build(keys: dict[str, Any]) -> tuple[Any, Any]:
 
 def probe(name: str, keys: dict[str, Any], sets: dict[str, torch.Tensor], args: argparse.Namespace,
           precision: Any) -> list[dict[str, Any]]:
+    """Train one variant's D for `args.steps` steps; a row (loss, AUCs, seconds) every `args.eval_every`."""
     from lowshot.models.cyclegan import PatchDiscriminator
     from lowshot.train import losses
     from lowshot.train.translator_loop import discriminator_augmentation
