@@ -76,8 +76,7 @@ def probe(name: str, keys: dict[str, Any], sets: dict[str, torch.Tensor], args: 
           precision: Any) -> list[dict[str, Any]]:
     """Train one variant's D for `args.steps` steps; a row (loss, AUCs, seconds) every `args.eval_every`."""
     from lowshot.models.cyclegan import PatchDiscriminator
-    from lowshot.train import losses
-    from lowshot.train.translator_loop import discriminator_augmentation
+    from lowshot.train.translator_loop import discriminator_augmentation, discriminator_loss
 
     params, config = build(keys)
     torch.manual_seed(args.seed)
@@ -106,8 +105,7 @@ def probe(name: str, keys: dict[str, Any], sets: dict[str, torch.Tensor], args: 
     for step in range(1, args.steps + 1):
         real, fake = batch(sets["train_monets"]), batch(sets["train_photos"])
         with precision.autocast("cpu"):
-            loss = 0.5 * (losses.gan_loss(params.gan_loss, D(augment(real)), True)
-                          + losses.gan_loss(params.gan_loss, D(augment(fake)), False))
+            loss = discriminator_loss(params.gan_loss, D, augment, real, fake)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -234,8 +234,8 @@ def _adam(params: Any, cfg: CycleGANParams) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
-def _d_loss(kind: str, D: nn.Module, augment: Callable, real: torch.Tensor, fake: torch.Tensor,
-            observe: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+def discriminator_loss(kind: str, D: nn.Module, augment: Callable, real: torch.Tensor, fake: torch.Tensor,
+                       observe: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
     """0.5 (loss of D on an augmented real + loss on an augmented fake); `observe` sees D's outputs on the reals."""
     real_out = D(augment(real))
     if observe is not None:
@@ -279,8 +279,8 @@ def build_cyclegan(cfg: CycleGANParams, config: CycleGANConfig, augment: Callabl
         return total, {"loss/G": total, **scalars}
 
     def d_main(b: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss_a = _d_loss(kind, D_A, augment, b["A"], pools["A"].query(b["fake_A"]))
-        loss_b = _d_loss(kind, D_B, augment, b["B"], pools["B"].query(b["fake_B"]), observe)
+        loss_a = discriminator_loss(kind, D_A, augment, b["A"], pools["A"].query(b["fake_A"]))
+        loss_b = discriminator_loss(kind, D_B, augment, b["B"], pools["B"].query(b["fake_B"]), observe)
         return loss_a + loss_b, {"loss/D_A": loss_a, "loss/D_B": loss_b}
 
     phases = [Phase("G", gens, _adam(gens.parameters(), cfg), 1, g_main),
@@ -343,7 +343,7 @@ def build_cut(cfg: CycleGANParams, config: CycleGANConfig, augment: Callable,
         return total, {"loss/G": total, **scalars}
 
     def d_main(b: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss_b = _d_loss(kind, D, augment, b["B"], pools["B"].query(b["fake_B"]), observe)
+        loss_b = discriminator_loss(kind, D, augment, b["B"], pools["B"].query(b["fake_B"]), observe)
         return loss_b, {"loss/D_B": loss_b}
 
     phases = [Phase("G", gen, _adam(gen.parameters(), cfg), 1, g_main),
