@@ -243,6 +243,16 @@ def discriminator_loss(kind: str, D: nn.Module, augment: Callable, real: torch.T
     return 0.5 * (losses.gan_loss(kind, real_out, True) + losses.gan_loss(kind, D(augment(fake)), False))
 
 
+def _colour_term(cfg: CycleGANParams, scalars: dict[str, torch.Tensor],
+                 *pairs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor | float:
+    """lambda_colour x the summed colour anchors of (translation, source) pairs, logged as loss/colour; 0 when off."""
+    if cfg.lambda_colour == 0:
+        return 0.0
+    colour = sum(losses.colour_anchor(out, src, cfg.colour_pool) for out, src in pairs)
+    scalars["loss/colour"] = colour
+    return cfg.lambda_colour * colour
+
+
 def build_cyclegan(cfg: CycleGANParams, config: CycleGANConfig, augment: Callable,
                    streams: dict[str, torch.Generator], observe: Callable[[torch.Tensor], None] | None) -> Translator:
     """G_AB, G_BA, D_A, D_B; a G phase (both generators) then a D phase (both discriminators). The
@@ -265,10 +275,7 @@ def build_cyclegan(cfg: CycleGANParams, config: CycleGANConfig, augment: Callabl
         cycle_b = F.l1_loss(G_AB(fake_a).float(), m)
         total = g_ab + g_ba + w_cycle * (cycle_a + cycle_b)
         scalars = {"loss/G_AB": g_ab, "loss/G_BA": g_ba, "loss/cycle_A": cycle_a, "loss/cycle_B": cycle_b}
-        if cfg.lambda_colour > 0:
-            colour = losses.colour_anchor(fake_b, a, cfg.colour_pool) + losses.colour_anchor(fake_a, m, cfg.colour_pool)
-            total = total + cfg.lambda_colour * colour
-            scalars["loss/colour"] = colour
+        total = total + _colour_term(cfg, scalars, (fake_b, a), (fake_a, m))
         if w_idt > 0:
             # Identity: a painting fed to G_AB (a photo fed to G_BA) should come back unchanged.
             idt_a = F.l1_loss(G_BA(a).float(), a)
@@ -317,11 +324,8 @@ def build_cut(cfg: CycleGANParams, config: CycleGANConfig, augment: Callable,
         g_adv = losses.gan_loss(kind, D(augment(fake_b)), True, for_discriminator=False)
         scalars = {"loss/G_AB": g_adv}
         total = g_adv
-        if cfg.lambda_colour > 0:
-            # Against the photo as G saw it: a flipped step translated the flipped photo.
-            colour = losses.colour_anchor(fake_b, a.flip(3) if flipped else a, cfg.colour_pool)
-            total = total + cfg.lambda_colour * colour
-            scalars["loss/colour"] = colour
+        # Against the photo as G saw it: a flipped step translated the flipped photo.
+        total = total + _colour_term(cfg, scalars, (fake_b, a.flip(3) if flipped else a))
         if lam > 0:
             # Keys: the sources' own features, which the forward pass just computed (for a flipped
             # step, the unflipped sources' features: the translation's must match them flipped back).
