@@ -82,9 +82,9 @@ def parse_sources(text: str) -> list[tuple[str, Path, float]]:
 def parse_set(pairs: list[str]) -> dict[str, Any]:
     out = {}
     for pair in pairs:
-        key, _, value = pair.partition("=")
+        key, sep, value = pair.partition("=")
         key = key.removeprefix("cyclegan.")
-        if not key or not _:
+        if not key or not sep:
             sys.exit(f"--set {pair!r}: expected KEY=VALUE")
         out[key] = yaml.safe_load(value) if value.strip() else ""  # diffaugment= : off, not null
     return out
