@@ -3,7 +3,7 @@
     python benchmarks/quality.py [--translator cut] [--minutes 60 | --steps N] [--recipe cpu]
         [--sources real,synthetic=DIR:0.5,singan=DIR] [--set cyclegan.KEY=VALUE ...] [--train-photos 2000]
         [--eval-photos 500] [--precision auto] [--name NAME] [--out DIR] [--seed 0]
-        [--eval-every N [--eval-images 250] [--select best]]
+        [--eval-every N [--eval-images 250] [--select best]] [--datasets DIR] [--train-only | --score-only]
 
 The real chain at a fixed budget on ../shared/datasets: train the translator (`train_translator`, the
 loop the `cyclegan` stage runs) on the first `--train-photos` of photos/ and on the Monet sources
@@ -15,7 +15,7 @@ OUT/NAME/grid.png (16 held-out photos above their translations), OUT/NAME/result
 table of every result.json under OUT, so runs made one at a time (or side by side, one per CPU slot)
 line up.
 
-Budget: `--steps N`, or `--minutes M`: a 30-step calibration run of the same configuration in this
+Budget: `--steps N`, or `--minutes M`: a 30-step (`--calibration-steps`) calibration run of the same configuration in this
 process measures seconds per step, and the run gets as many steps as fit in M minutes (training only:
 translation and scoring come on top). Either way the schedule is the params' (epochs at constant
 learning rate, then decay_epochs of linear decay), with `epoch_images` set so that the epochs add up
@@ -27,11 +27,18 @@ translated and scored against monet-train30 (the training Monets: monet-pool120 
 result.json's `in_training`; `--select best` translates with the epoch of lowest in-training KID
 (`cyclegan.select`) instead of the last, and scores the last epoch too (`last.*` in result.json,
 OUT/NAME/grid-last.png). The in-training metrics' time counts in the training minutes.
+
+Training on one machine and scoring on another (a GPU machine that lacks monet-pool120 or the Inception
+weights): `--train-only` there writes OUT/NAME/run/photo2monet.pt and the training facts (steps, minutes,
+device, params) in OUT/NAME/result.json; copy both into OUT/NAME here and `--score-only --name NAME` translates
+(on this machine's device and precision, which result.json records beside the training's) and scores them.
+`--datasets DIR` reads the images from DIR instead of ../shared/datasets.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -55,8 +62,8 @@ CPU_RECIPE: dict[str, Any] = {"size": 128, "load_size": 256, "g_blocks": 6, "ngf
 CALIBRATION_STEPS, CALIBRATION_WARMUP = 30, 5
 
 
-def parse_sources(text: str) -> list[tuple[str, Path, float]]:
-    """'real,synthetic=DIR:0.5' -> [(name, folder, weight)]; real is monet-train30."""
+def parse_sources(text: str, datasets: Path = DATASETS) -> list[tuple[str, Path, float]]:
+    """'real,synthetic=DIR:0.5' -> [(name, folder, weight)]; real is `datasets`/monet-train30."""
     out = []
     for item in filter(None, (s.strip() for s in text.split(","))):
         name, _, rest = item.partition("=")
@@ -64,7 +71,7 @@ def parse_sources(text: str) -> list[tuple[str, Path, float]]:
         if ":" in rest and re.fullmatch(r"[0-9.]+", rest.rsplit(":", 1)[1]):
             path, weight = rest.rsplit(":", 1)[0], float(rest.rsplit(":", 1)[1])
         if name == "real":
-            folder = DATASETS / "monet-train30"
+            folder = datasets / "monet-train30"
             if path and re.fullmatch(r"[0-9.]+", path):
                 weight = float(path)
         elif not path:
@@ -128,7 +135,7 @@ def calibrate(args: argparse.Namespace, train_photos: list[Path], monet: list, o
     # The table reports the minutes each run really trained.
     seconds(CALIBRATION_WARMUP)
     short = seconds(CALIBRATION_WARMUP)
-    return (seconds(CALIBRATION_STEPS) - short) / (CALIBRATION_STEPS - CALIBRATION_WARMUP)
+    return (seconds(args.calibration_steps) - short) / (args.calibration_steps - CALIBRATION_WARMUP)
 
 
 def grid(photos: list[Path], translated: list[Path], path: Path, per_row: int = 8) -> None:
@@ -148,26 +155,43 @@ def grid(photos: list[Path], translated: list[Path], path: Path, per_row: int = 
 
 
 def run_one(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
+    """Train (unless --score-only), then translate and score (unless --train-only); OUT/NAME/result.json."""
     from lowshot.images.folder import list_images
-    from lowshot.metrics.evaluate import evaluate_sets
     from lowshot.runtime import pick_device, pick_precision
-    from lowshot.train.checkpoint import PHOTO2MONET_FILE, latest_state, load_photo2monet, load_state
-    from lowshot.train.translator_loop import train_translator
-    from lowshot.translate import translate_photos
+    from lowshot.train.checkpoint import PHOTO2MONET_FILE
 
-    photos = list_images(DATASETS / "photos")
-    if len(photos) < args.train_photos + args.eval_photos:
-        sys.exit(f"{DATASETS / 'photos'} holds {len(photos)} photos, fewer than {args.train_photos} + {args.eval_photos}")
-    train_photos, eval_photos = photos[:args.train_photos], photos[-args.eval_photos:]
-    sources = parse_sources(args.sources)
-    monet = [(folder, weight) for _, folder, weight in sources]
+    photos = list_images(args.datasets / "photos")
+    needed = (0 if args.score_only else args.train_photos) + (0 if args.train_only else args.eval_photos)
+    if len(photos) < needed:
+        sys.exit(f"{args.datasets / 'photos'} holds {len(photos)} photos, fewer than the {needed} this run needs")
     out = Path(args.out) / args.name
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(args.device)
     precision = pick_precision(args.precision, device, args.channels_last, stage="quality")
+    result_file = out / "result.json"
+    if args.score_only:
+        if not result_file.is_file() or not (out / "run" / PHOTO2MONET_FILE).is_file():
+            sys.exit(f"--score-only: {out} holds no trained run (run/{PHOTO2MONET_FILE} and result.json, "
+                     "as --train-only writes them)")
+        trained = json.loads(result_file.read_text())
+    else:
+        trained = train(args, photos[:args.train_photos], out, device, precision)
+        result_file.write_text(json.dumps(trained, indent=1))  # the training facts alone until the scores join them
+        if args.train_only:
+            return trained
+    result = trained | score(args, photos[-args.eval_photos:], out, trained["select"], device, precision)
+    result_file.write_text(json.dumps(result, indent=1))
+    return result
 
+
+def train(args: argparse.Namespace, train_photos: list[Path], out: Path, device, precision) -> dict[str, Any]:
+    """Train the run's translator into OUT/NAME/run (resuming one killed part-way); its training facts."""
+    import torch
+
+    from lowshot.train.checkpoint import latest_state, load_state
+    from lowshot.train.translator_loop import train_translator
+
+    monet = [(folder, weight) for _, folder, weight in parse_sources(args.sources, args.datasets)]
     seconds_per_step = None
     if args.steps is None:
         seconds_per_step = calibrate(args, train_photos, monet, out, device, precision)
@@ -180,13 +204,37 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     state_file = latest_state(out / "run")
     finished = state_file is not None and previous.get("steps") == steps and \
         load_state(state_file)["progress"]["step"] >= steps
+    live_dir = out / "live" if importlib.util.find_spec("dvclive") else None
+    if live_dir is None:
+        print("dvclive is not installed here: no dvclive logs (run/losses.jsonl still has every step)", flush=True)
     start = time.time()
     # In-training metrics (and `select: best`) measure against the training Monets: monet-pool120 stays
-    # held out for the score below.
-    train_translator(cfg, photos=train_photos, monet=monet, out_dir=out / "run", live_dir=out / "live",
+    # held out for the score.
+    train_translator(cfg, photos=train_photos, monet=monet, out_dir=out / "run", live_dir=live_dir,
                      device=device, seed=args.seed, precision=precision, progress=args.progress,
-                     eval_reference=DATASETS / "monet-train30", metrics_cache=Path(args.out) / "feature-cache")
+                     eval_reference=args.datasets / "monet-train30", metrics_cache=Path(args.out) / "feature-cache")
     train_s = time.time() - start
+    trained = {
+        "name": args.name, "translator": cfg.model, "sources": args.sources, "steps": steps, "select": cfg.select,
+        "in_training": in_training(out / "live"), "params": cfg.model_dump(mode="json"), "train_s": train_s,
+        "s_per_step": train_s / steps, "calibrated_s_per_step": seconds_per_step, "precision": precision.describe(),
+        "threads": torch.get_num_threads(), "train_device": device_name(device),
+    }
+    if finished:
+        trained |= {k: previous[k] for k in ("train_s", "s_per_step", "calibrated_s_per_step", "threads")}
+    return trained
+
+
+def score(args: argparse.Namespace, eval_photos: list[Path], out: Path, select: str, device,
+          precision) -> dict[str, Any]:
+    """Translate the held-out photos with OUT/NAME/run/photo2monet.pt and score them (and the photos untranslated)
+    against monet-pool120; with `select: best` and the run's states here, the last epoch too."""
+    import torch
+
+    from lowshot.metrics.evaluate import evaluate_sets
+    from lowshot.train.checkpoint import PHOTO2MONET_FILE, latest_state, load_photo2monet
+    from lowshot.translate import translate_photos
+
     G = precision.prepare(load_photo2monet(out / "run" / PHOTO2MONET_FILE, device))
     start = time.time()
     translated = translate_photos(G, out / "run" / PHOTO2MONET_FILE, eval_photos, out / "translated",
@@ -199,31 +247,29 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
             (held_out / p.name).symlink_to(p)
     sets = {"translated": out / "translated", "photos": held_out}
     grid(eval_photos[:16], translated[:16], out / "grid.png")
-    if cfg.select == "best":  # the last epoch too, scored the same way: did picking an epoch pay?
-        last_file = latest_state(out / "run")
+    last_file = latest_state(out / "run") if select == "best" else None
+    if last_file is not None:  # the last epoch too, scored the same way: did picking an epoch pay?
         last = precision.prepare(load_photo2monet(last_file, device))
         last_translated = translate_photos(last, last_file, eval_photos, out / "translated-last",
                                            batch_size=8, precision=precision, progress=False)
         sets["last"] = out / "translated-last"
         grid(eval_photos[:16], last_translated[:16], out / "grid-last.png")
-    metrics = evaluate_sets(sets, DATASETS / "monet-pool120", cache_dir=Path(args.out) / "feature-cache",
+    metrics = evaluate_sets(sets, args.datasets / "monet-pool120", cache_dir=Path(args.out) / "feature-cache",
                             device=device, workers=1, progress=False, seed=args.seed)
-    if cfg.select == "best":
+    if last_file is not None:
         metrics["last.epoch"] = last.epoch
-    result = {
-        "name": args.name, "translator": cfg.model, "sources": args.sources, "steps": steps,
-        "select": cfg.select, "translated_epoch": G.epoch, "in_training": in_training(out / "live"),
-        "params": cfg.model_dump(mode="json"), "train_s": train_s, "s_per_step": train_s / steps,
-        "calibrated_s_per_step": seconds_per_step, "translate_img_per_s": len(eval_photos) / translate_s,
-        "precision": precision.describe(), "threads": torch.get_num_threads(), "cpu_flags": cpu_flags(),
-        "machine": platform.processor() or platform.machine(), "eval_photos": len(eval_photos),
-        **metrics,
+    return {
+        "translated_epoch": G.epoch, "translate_img_per_s": len(eval_photos) / translate_s,
+        "translate_precision": precision.describe(), "translate_threads": torch.get_num_threads(),
+        "translate_device": device_name(device), "cpu_flags": cpu_flags(),
+        "machine": platform.processor() or platform.machine(), "eval_photos": len(eval_photos), **metrics,
     }
-    if finished:
-        result |= {k: previous[k] for k in ("train_s", "s_per_step", "calibrated_s_per_step", "translate_img_per_s",
-                                            "threads")}
-    (out / "result.json").write_text(json.dumps(result, indent=1))
-    return result
+
+
+def device_name(device) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
 
 
 def in_training(live: Path) -> list[dict[str, float]]:
@@ -235,6 +281,7 @@ def in_training(live: Path) -> list[dict[str, float]]:
 
 def table(out: Path) -> None:
     results = [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
+    results = [r for r in results if "translated.kid" in r]  # --train-only runs await their scores
     if not results:
         print(f"no results under {out}")
         return
@@ -242,14 +289,15 @@ def table(out: Path) -> None:
     print(f"\n{first['eval_photos']} held-out photos (the last of photos/) translated at 256 px, scored against "
           f"monet-pool120 (120 Monets never trained on); CPU flags: {first['cpu_flags']}")
     print(f"{'run':<28} {'translator':<9} {'steps':>6} {'train min':>9} {'s/step':>7} {'thr':>3} "
-          f"{'KID x1000':>14} {'FID':>7} {'MiFID':>7} {'img/s':>6}")
+          f"{'KID x1000':>14} {'FID':>7} {'MiFID':>7} {'img/s':>6}  trained on")
     print(f"{'photos, untranslated':<28} {'-':<9} {'-':>6} {'-':>9} {'-':>7} {'-':>3} "
           f"{1000 * first['photos.kid']:7.1f} ± {1000 * first['photos.kid_std']:4.1f} {first['photos.fid']:7.1f} "
           f"{first['photos.mifid']:7.1f} {'-':>6}")
     for r in results:
         print(f"{r['name']:<28} {r['translator']:<9} {r['steps']:>6} {r['train_s'] / 60:9.1f} {r['s_per_step']:7.3f} "
               f"{r['threads']:>3} {1000 * r['translated.kid']:7.1f} ± {1000 * r['translated.kid_std']:4.1f} "
-              f"{r['translated.fid']:7.1f} {r['translated.mifid']:7.1f} {r['translate_img_per_s']:6.2f}")
+              f"{r['translated.fid']:7.1f} {r['translated.mifid']:7.1f} {r['translate_img_per_s']:6.2f}  "
+              f"{r.get('train_device', r['machine'])}")
         if "last.kid" in r:  # a select: best run, its last epoch scored beside the chosen one
             label = f"{r['name'][:20]} (last)"
             print(f"{label:<28} {'':<9} {'':>6} {'':>9} {'':>7} {'':>3} "
@@ -263,6 +311,8 @@ def main() -> None:
     budget = ap.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, default=60.0, help="training budget, calibrated to steps")
     budget.add_argument("--steps", type=int, help="training steps (instead of --minutes)")
+    ap.add_argument("--calibration-steps", type=int, default=CALIBRATION_STEPS,
+                    help="steps of the timed calibration run (more on a fast GPU, where 30 pass in a second)")
     ap.add_argument("--recipe", choices=("cpu", "defaults"), default="cpu")
     ap.add_argument("--sources", default="real", help="Monet sources: real (monet-train30), NAME=DIR[:WEIGHT], ...")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a cyclegan key")
@@ -280,19 +330,37 @@ def main() -> None:
     ap.add_argument("--select", choices=("last", "best"), default=None,
                     help="translate with the last epoch or the one of lowest in-training KID (needs --eval-every)")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--datasets", type=Path, default=DATASETS,
+                    help="the folder holding photos/, monet-train30/ and monet-pool120/ (default: ../shared/datasets)")
+    split = ap.add_mutually_exclusive_group()
+    split.add_argument("--train-only", action="store_true",
+                       help="train and stop: OUT/NAME/run/photo2monet.pt and the training facts in OUT/NAME/result.json "
+                            "(monet-pool120 need not be there)")
+    split.add_argument("--score-only", action="store_true",
+                       help="translate and score OUT/NAME/run/photo2monet.pt (from --train-only, maybe on another "
+                            "machine) without training")
     ap.add_argument("--table", action="store_true", help="only print the table of the runs under --out")
     args = ap.parse_args()
     if args.table:
         table(Path(args.out))
         return
-    if not (DATASETS / "photos").is_dir() or not (DATASETS / "monet-pool120").is_dir():
-        sys.exit(f"skipped: {DATASETS} is absent")
+    needed = ["photos"] + ([] if args.score_only else ["monet-train30"]) + ([] if args.train_only else ["monet-pool120"])
+    if missing := [name for name in needed if not (args.datasets / name).is_dir()]:
+        sys.exit(f"skipped: {', '.join(str(args.datasets / name) for name in missing)} absent")
+    if args.calibration_steps <= CALIBRATION_WARMUP:
+        sys.exit(f"--calibration-steps must exceed {CALIBRATION_WARMUP}")
+    if args.score_only and not args.name:
+        sys.exit("--score-only needs --name: the run folder under --out to score")
     args.name = args.name or f"{args.translator}-{args.steps or f'{args.minutes:g}min'}"
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     r = run_one(args)
+    if args.train_only:
+        print(f"{r['name']}: {r['steps']} steps in {r['train_s'] / 60:.1f} min on {r['train_device']}; score it with "
+              f"--score-only --name {r['name']}")
+        return
     print(f"{r['name']}: KID {r['translated.kid']:.4f} ± {r['translated.kid_std']:.4f} (photos "
           f"{r['photos.kid']:.4f}), FID {r['translated.fid']:.1f} (photos {r['photos.fid']:.1f}), MiFID "
           f"{r['translated.mifid']:.1f}; {r['steps']} steps in {r['train_s'] / 60:.1f} min")
