@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Issue 9's GPU quality check, as one command on a lent GPU machine (the `device` tool), which has
 # PyTorch but not this project's other needs, nor ../shared/datasets, nor the FID weights. It trains
-# two CUT translators side by side on the one GPU with `quality.py --train-only`, then packs their
+# CUT translators side by side on the one GPU with `quality.py --train-only`, then packs their
 # photo2monet.pt and result.json into $OUT; this machine scores them (`--score-only`, the README's
-# "GPU figures" says how).
+# "GPU figures" says how). Each argument is one run, 'NAME=QUALITY.PY ARGS' (split at spaces); with none, the first
+# GPU session's two:
 #
 #   gpu-cut256:  the params defaults (256 px, 9 blocks, widths 64) with resize-convolution upsampling
 #   gpu-recipe:  the README's CPU recipe (128 px crops, 6 blocks, widths 32), given the GPU's steps
@@ -36,8 +37,10 @@ train() {  # NAME ARGS...: one --train-only run, its log in $RUNS/NAME.log
   echo "$name: exit $?"
 }
 mkdir -p "$RUNS"
-train gpu-cut256 --recipe defaults --set upsample=resize &
-train gpu-recipe --recipe cpu &
+(($#)) || set -- "gpu-cut256=--recipe defaults --set upsample=resize" "gpu-recipe=--recipe cpu"
+for spec in "$@"; do
+  train "${spec%%=*}" ${spec#*=} &
+done
 wait
 
 # A run stopped by the limit wrote no result.json: record its last saved epoch (whose generator the
