@@ -1,0 +1,153 @@
+"""Example-based texture transfer: a photo rebuilt from patches of the paintings themselves.
+
+No network and no training: the "model" is the paintings. A photo's colours are first moved towards
+the paintings' (per-channel mean and spread in YCbCr, by `colour`); then every `patch` x `patch` window
+of it (at half-patch stride) is replaced by the painting patch that looks most like it, compared as
+`descriptor` x `descriptor` block averages (colour and coarse layout, not texture), and the chosen patches
+are overlap-added under a Hann window. The photo keeps its layout at the patch's scale; everything finer
+— brush strokes, canvas, Monet's broken colour — comes from the paintings. This is the texture transfer
+of Efros & Freeman's image quilting (2001) with a soft blend instead of a minimum-error cut.
+
+The bank is every patch of the paintings (and their mirror images) at `bank_stride`; the nearest patch
+is an exact search (squared L2 on the descriptors), in chunks of the bank so that memory stays bounded.
+`PatchTransfer` maps (N, 3, H, W) in [-1, 1] to the same shape, like the translators' generators, so
+`translate` runs it as it runs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# RGB -> YCbCr (JPEG's, full range): luma and two colour differences, so that the colour step moves
+# brightness and colour apart.
+_YCC = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+BANK_CHUNK = 32768  # bank patches compared at once: a 256 px photo's ~1,000 queries x this in float32 is 128 MiB
+
+
+@dataclass(frozen=True)
+class PatchTransferConfig:
+    """The translator's settings (`cyclegan.patch_*` in params.yaml); see the module docstring."""
+
+    patch: int = 16
+    bank_stride: int = 4
+    descriptor: int = 8
+    colour: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.patch < 2 or self.patch % 2:
+            raise ValueError(f"patch must be an even number >= 2, got {self.patch}")
+        if self.descriptor < 1 or self.patch % self.descriptor:
+            raise ValueError(f"descriptor ({self.descriptor}) must divide patch ({self.patch})")
+        if self.bank_stride < 1:
+            raise ValueError(f"bank_stride must be >= 1, got {self.bank_stride}")
+        if not 0.0 <= self.colour <= 1.0:
+            raise ValueError(f"colour must be in [0, 1], got {self.colour}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PatchTransferConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def to_ycc(rgb: Tensor) -> Tensor:
+    """(N, 3, H, W) RGB in [0, 1] -> YCbCr."""
+    return torch.einsum("ij,njhw->nihw", _YCC.to(rgb), rgb)
+
+
+def from_ycc(ycc: Tensor) -> Tensor:
+    return torch.einsum("ij,njhw->nihw", torch.linalg.inv(_YCC.double()).to(ycc), ycc)
+
+
+def descriptors(images: Tensor, patch: int, descriptor: int, stride: int) -> Tensor:
+    """Block-average descriptors of every `patch` window at `stride`: (N * L, 3 * descriptor^2), windows in
+    F.unfold's order (image, then row, then column)."""
+    cell = patch // descriptor
+    pooled = F.avg_pool2d(images, cell, stride=1)  # pooled[y, x] = mean of the cell whose corner is (y, x)
+    cols = F.unfold(pooled, descriptor, dilation=cell, stride=stride)  # (N, 3 * d^2, L)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+def hann_window(patch: int) -> Tensor:
+    """A separable Hann window whose copies at half-patch stride add up to a constant (plus a floor, so
+    that the borders, covered once, are never divided by zero)."""
+    w = torch.hann_window(patch, periodic=True, dtype=torch.float64) + 1e-3
+    return (w[:, None] * w[None, :]).float()
+
+
+class PatchTransfer(nn.Module):
+    """Rebuilds photos from the patches of `paintings` (uint8 (N, 3, H, W), mirrored copies added here)."""
+
+    def __init__(self, config: PatchTransferConfig, paintings: Tensor) -> None:
+        super().__init__()
+        if paintings.dtype != torch.uint8 or paintings.ndim != 4 or paintings.shape[1] != 3:
+            raise ValueError(f"paintings must be uint8 (N, 3, H, W), got {paintings.dtype} {tuple(paintings.shape)}")
+        if min(paintings.shape[-2:]) < config.patch:
+            raise ValueError(f"paintings ({tuple(paintings.shape[-2:])}) are smaller than a patch ({config.patch})")
+        self.config = config
+        self.register_buffer("paintings", paintings, persistent=False)
+        ycc = to_ycc(torch.cat([paintings, paintings.flip(-1)]).float() / 255)
+        self.register_buffer("bank_images", ycc, persistent=False)
+        self.register_buffer("mean", ycc.mean((0, 2, 3), keepdim=True), persistent=False)
+        self.register_buffer("std", ycc.std((0, 2, 3), keepdim=True), persistent=False)
+        desc = descriptors(ycc, config.patch, config.descriptor, config.bank_stride)
+        self.register_buffer("bank", desc, persistent=False)
+        self.register_buffer("bank_sq", (desc * desc).sum(1), persistent=False)
+        h, w = ycc.shape[-2:]
+        self.grid = ((h - config.patch) // config.bank_stride + 1, (w - config.patch) // config.bank_stride + 1)
+
+    def nearest(self, queries: Tensor) -> Tensor:
+        """Index into the bank of each query descriptor's nearest patch (squared L2)."""
+        best = torch.full((len(queries),), float("inf"), device=queries.device)
+        index = torch.zeros(len(queries), dtype=torch.long, device=queries.device)
+        for start in range(0, len(self.bank), BANK_CHUNK):
+            bank, bank_sq = self.bank[start:start + BANK_CHUNK], self.bank_sq[start:start + BANK_CHUNK]
+            dist, at = (bank_sq[None, :] - 2 * queries @ bank.T).min(1)
+            better = dist < best
+            best, index = torch.where(better, dist, best), torch.where(better, at + start, index)
+        return index
+
+    def patches(self, index: Tensor) -> Tensor:
+        """The bank patches at `index`: (Q, 3, patch, patch) in YCbCr."""
+        per_image = self.grid[0] * self.grid[1]
+        image, rest = index // per_image, index % per_image
+        y = (rest // self.grid[1]) * self.config.bank_stride
+        x = (rest % self.grid[1]) * self.config.bank_stride
+        offsets = torch.arange(self.config.patch, device=index.device)
+        rows = (y[:, None] + offsets)[:, None, :, None]
+        cols = (x[:, None] + offsets)[:, None, None, :]
+        channels = torch.arange(3, device=index.device)[None, :, None, None]
+        return self.bank_images[image[:, None, None, None], channels, rows, cols]
+
+    def colour_match(self, ycc: Tensor) -> Tensor:
+        """Each image's per-channel mean and spread moved `colour` of the way to the paintings'."""
+        mean, std = ycc.mean((2, 3), keepdim=True), ycc.std((2, 3), keepdim=True).clamp_min(1e-4)
+        k = self.config.colour
+        return (ycc - mean) / std * (std + k * (self.std - std)) + mean + k * (self.mean - mean)
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        p = self.config.patch
+        with torch.autocast(x.device.type, enabled=False):  # exact search: float32 distances whatever the stage's precision
+            ycc = self.colour_match(to_ycc((x.float() + 1) / 2))
+            height, width = ycc.shape[-2:]
+            # half a patch of margin all round, plus what makes the windows at half-patch stride cover the image
+            padded = F.pad(ycc, (p // 2, p // 2 + (-width) % (p // 2), p // 2, p // 2 + (-height) % (p // 2)),
+                           mode="reflect")
+            n, _, h, w = padded.shape
+            queries = descriptors(padded, p, self.config.descriptor, p // 2)
+            chosen = self.patches(self.nearest(queries))  # (n * L, 3, p, p)
+            window = hann_window(p).to(x.device)
+            cols = (chosen * window).reshape(n, -1, 3 * p * p).transpose(1, 2)
+            summed = F.fold(cols, (h, w), p, stride=p // 2)
+            weight = F.fold(window.flatten().repeat(3)[None, :, None].expand(n, -1, cols.shape[-1]), (h, w), p,
+                            stride=p // 2)
+            out = (summed / weight)[..., p // 2:p // 2 + height, p // 2:p // 2 + width]
+            return (from_ycc(out).clamp(0, 1) * 2 - 1).to(x.dtype)
