@@ -289,7 +289,7 @@ class SinGANParams(Section):
 
 
 MonetSource = Literal["real", "ranked", "synthetic", "singan"]
-TranslatorModel = Literal["cyclegan", "cut", "fastcut"]
+TranslatorModel = Literal["cyclegan", "cut", "fastcut", "patches"]
 
 # Reference values of the keys left null, per translator (junyanz CycleGAN; taesungp CUT / FastCUT).
 TRANSLATOR_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -299,13 +299,25 @@ TRANSLATOR_DEFAULTS: dict[str, dict[str, Any]] = {
             "init": "xavier"},
     "fastcut": {"antialias": True, "pool_size": 0, "lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True,
                 "init": "xavier"},
+    # no networks: the paintings are the model (models.patch_transfer); the training keys are unused
+    "patches": {"antialias": False, "pool_size": 0, "lambda_nce": 0.0, "nce_idt": False, "flip_equivariance": False,
+                "init": "normal"},
 }
 
 
 class CycleGANParams(Section):
     model: TranslatorModel = Field(
         "cut", description="cut or fastcut (one generator, PatchNCE loss) or cyclegan (two generators, cycle loss); "
-                           "cut scored best on real data (README: Training on a CPU)")
+                           "or patches: no training, each photo rebuilt from the paintings' own patches (the "
+                           "patch_* keys; README: Training on a CPU has the figures)")
+    patch_size: int = Field(16, ge=2, description="patches: side of the patches a photo is rebuilt from, pixels at "
+                                                  "256 px (even; neighbours overlap by half)")
+    patch_stride: int = Field(4, ge=1, description="patches: stride of the bank's patches over the paintings "
+                                                   "(smaller: more patches to choose from, slower)")
+    patch_descriptor: int = Field(8, ge=1, description="patches: patches are compared as this x this block "
+                                                       "averages (divides patch_size; smaller keeps less of the photo)")
+    patch_colour: float = Field(1.0, ge=0, le=1, description="patches: how far each photo's colour mean and spread "
+                                                             "move to the paintings' (0 = kept, 1 = matched)")
     size: int = Field(256, description="training crop side, pixels (256; 128 for quick runs)")
     load_size: int | None = Field(
         None, description="side images are resized to before the random crop (null: 286/256 x size, the paper's "
@@ -398,6 +410,13 @@ class CycleGANParams(Section):
     def _select(self) -> CycleGANParams:
         if self.select == "best" and not self.eval_every:
             raise ValueError("cyclegan.select: best picks the epoch by its in-training KID; set cyclegan.eval_every")
+        return self
+
+    @model_validator(mode="after")
+    def _patches(self) -> CycleGANParams:
+        if self.patch_size % 2 or self.patch_size % self.patch_descriptor:
+            raise ValueError(f"cyclegan.patch_size ({self.patch_size}) must be even and a multiple of "
+                             f"cyclegan.patch_descriptor ({self.patch_descriptor})")
         return self
 
     @model_validator(mode="after")

@@ -19,6 +19,7 @@ outputs (benchmarks/translate_throughput.py measures it against the generator's 
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import os
 import zipfile
@@ -177,6 +178,14 @@ def _batches(loader: DataLoader, batch_size: int) -> Iterator[list[tuple[int, to
         yield group
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """Where `module` lives: its first parameter's device, or its first buffer's (the `patches` translator has
+    no parameters)."""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        return tensor.device
+    raise ValueError(f"{type(module).__name__} has neither parameters nor buffers: no device to run on")
+
+
 def translate_files(generator: nn.Module, jobs: Sequence[tuple[Path, Path]], *, sizing: Sizing,
                     precision: Precision = FP32, batch_size: int = 16, quality: int = 95, workers: int = 1,
                     tile: int = 1024, overlap: int = 64, progress: bool = True) -> TranslateReport:
@@ -191,7 +200,7 @@ def translate_files(generator: nn.Module, jobs: Sequence[tuple[Path, Path]], *, 
     if None in fmts:
         bad = jobs[fmts.index(None)][1]
         raise ValueError(f"cannot write {bad}: output formats are {', '.join('.' + f for f in OUTPUT_FORMATS)}")
-    device = next(generator.parameters()).device
+    device = module_device(generator)
     loader = DataLoader(_Photos([p for p, _ in jobs], sizing), batch_size=None, num_workers=workers,
                         prefetch_factor=2 * batch_size if workers else None)
     done = [False] * len(jobs)

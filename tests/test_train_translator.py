@@ -156,6 +156,33 @@ def test_batch_not_divisible_by_the_processes_is_refused(data, tmp_path, monkeyp
         run(params(), data, tmp_path)
 
 
+def test_patches_translator_keeps_the_paintings_and_rebuilds_photos_from_them(data, tmp_path):
+    """model: patches learns nothing: photo2monet.pt holds every painting of the weighted sources at 256 px,
+    loads as a PatchTransfer, logs its translation grid, and its keys leave other models' runs alone."""
+    from lowshot.models.patch_transfer import PatchTransfer
+
+    cfg = params(model="patches", patch_size=16, patch_descriptor=4, patch_stride=8, patch_colour=0.5)
+    stats = run(cfg, data, tmp_path / "out", tmp_path / "live", monet=[(data["real"], 1.0), (data["ranked"], 0.0)])
+    assert stats["patches/paintings"] == 3  # the real three; ranked has weight 0
+    G = load_photo2monet(tmp_path / "out" / PHOTO2MONET_FILE)
+    assert isinstance(G, PatchTransfer) and G.arch == "patches"
+    assert tuple(G.paintings.shape) == (3, 3, EVAL_SIZE, EVAL_SIZE)
+    assert (G.config.patch, G.config.descriptor, G.config.bank_stride, G.config.colour) == (16, 4, 8, 0.5)
+    assert stats["patches/bank"] == len(G.bank) == 2 * 3 * ((EVAL_SIZE - 16) // 8 + 1) ** 2  # mirrors too
+    assert (tmp_path / "live" / "plots" / "images" / "translations" / "0.png").is_file()
+    photo = torch.rand(1, 3, 64, 64) * 2 - 1
+    assert G(photo).shape == photo.shape
+    fingerprint = translator_loop.run_fingerprint(params(model="cut"), 0, "d")
+    assert fingerprint == translator_loop.run_fingerprint(params(model="cut", patch_size=32), 0, "d")
+    assert translator_loop.run_fingerprint(cfg, 0, "d") != \
+        translator_loop.run_fingerprint(cfg.model_copy(update={"patch_size": 32}), 0, "d")
+
+
+def test_patch_params_are_checked():
+    with pytest.raises(ValidationError, match="patch_size .*patch_descriptor"):
+        params(model="patches", patch_size=16, patch_descriptor=3)
+
+
 # --- resume -----------------------------------------------------------------------------------------
 
 

@@ -213,10 +213,10 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.parametrize("arch", ["cyclegan", "cut", "fastcut"])
+@pytest.mark.parametrize("arch", ["cyclegan", "cut", "fastcut", "patches"])
 def test_translate_stage_writes_count_jpegs_and_the_zip(arch, project):
     from lowshot.params import parse_params
-    from lowshot.train.checkpoint import save_photo2monet
+    from lowshot.train.checkpoint import save_patch_translator, save_photo2monet
     from stages import translate as stage
 
     params = parse_params({"device": "cpu", "translate": {"count": 3, "batch_size": 2}})
@@ -224,8 +224,12 @@ def test_translate_stage_writes_count_jpegs_and_the_zip(arch, project):
         stage.run(params, progress=False)
     config = CycleGANConfig.tiny()
     (project / "models/cyclegan").mkdir(parents=True)
-    save_photo2monet(project / "models/cyclegan/photo2monet.pt", arch=arch, config=config.to_dict(),
-                     generator=ResnetGenerator.from_config(config), epoch=1.0)
+    if arch == "patches":
+        save_patch_translator(project / "models/cyclegan/photo2monet.pt", config={"patch": 8, "descriptor": 4},
+                              paintings=torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
+    else:
+        save_photo2monet(project / "models/cyclegan/photo2monet.pt", arch=arch, config=config.to_dict(),
+                         generator=ResnetGenerator.from_config(config), epoch=1.0)
     summary = stage.run(params, progress=False)
     assert (summary.translated, summary.zipped) == (3, 3)
     assert sorted(p.name for p in (project / "data/translated").glob("*.jpg")) == [f"photos{i}.jpg" for i in range(3)]

@@ -33,7 +33,8 @@ STATE_GLOB = "state-*.pt"
 _STATE_RE = re.compile(r"^state-(\d+(?:\.\d+)?)\.pt$")
 GENERATOR_FILE = "generator.pt"
 PHOTO2MONET_FILE = "photo2monet.pt"
-TRANSLATOR_ARCHS = ("cyclegan", "cut", "fastcut")
+TRANSLATOR_ARCHS = ("cyclegan", "cut", "fastcut")  # one ResNet generator, G_AB, in photo2monet.pt
+PATCHES_ARCH = "patches"  # the paintings themselves (models.patch_transfer)
 
 
 class ParamsMismatch(ValueError):
@@ -274,15 +275,32 @@ def save_photo2monet(path: str | os.PathLike, *, arch: str, config: Mapping[str,
 def load_photo2monet(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """The photo -> Monet generator of a `photo2monet.pt` (or of a translator's state file) on
     `device`, in eval mode with gradients off, whatever the model (CycleGAN, CUT, FastCUT: one ResNet
-    generator; from a state, the weights' moving average where it kept one). It maps (N, 3, H, W) in
+    generator; from a state, the weights' moving average where it kept one; `patches`: its
+    `PatchTransfer`). It maps (N, 3, H, W) in
     [-1, 1] (H, W multiples of 4) to the same shape. The module carries `.arch`, `.config_dict` and
     `.epoch`."""
     from lowshot.models.cyclegan import CycleGANConfig, ResnetGenerator
 
     snap = load_state(path)
+    if snap.get("arch") == PATCHES_ARCH and "paintings" in snap:
+        return _patch_translator(snap, device)
     if snap.get("arch") not in TRANSLATOR_ARCHS or "G_AB" not in snap:
         raise ValueError(f"{path} is not a lowshot translator snapshot or state (arch {snap.get('arch')!r})")
     G = ResnetGenerator.from_config(CycleGANConfig.from_dict(snap["config"]))
     G.load_state_dict(snap.get("G_ema", snap["G_AB"]))  # a state trained with an EMA translates with the average
     G.arch, G.config_dict, G.epoch = snap["arch"], dict(snap["config"]), float(snap["epoch"])
     return G.to(device).eval().requires_grad_(False)
+
+
+def save_patch_translator(path: str | os.PathLike, *, config: Mapping[str, Any], paintings: torch.Tensor) -> None:
+    """Write the `patches` translator's snapshot {arch, config, paintings (uint8 N x 3 x H x W), epoch 0} atomically."""
+    with atomic_path(path) as tmp:
+        torch.save({"arch": PATCHES_ARCH, "config": dict(config), "paintings": paintings.contiguous(), "epoch": 0.0}, tmp)
+
+
+def _patch_translator(snap: Mapping[str, Any], device: str | torch.device) -> nn.Module:
+    from lowshot.models.patch_transfer import PatchTransfer, PatchTransferConfig
+
+    model = PatchTransfer(PatchTransferConfig.from_dict(snap["config"]), snap["paintings"])
+    model.arch, model.config_dict, model.epoch = PATCHES_ARCH, dict(snap["config"]), float(snap["epoch"])
+    return model.to(device).eval().requires_grad_(False)

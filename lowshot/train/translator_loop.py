@@ -75,6 +75,7 @@ from lowshot.images.grid import image_grid
 from lowshot.metrics.probe import MetricProbe
 from lowshot.models.cut import PatchSampleMLP
 from lowshot.models.cyclegan import CycleGANConfig, PatchDiscriminator, ResnetGenerator
+from lowshot.models.patch_transfer import PatchTransfer, PatchTransferConfig
 from lowshot.params import CycleGANParams
 from lowshot.precision import FP32, Precision
 from lowshot.runtime import seed_everything
@@ -97,6 +98,7 @@ __all__ = ["PHOTO2MONET_FILE", "RUN_ONLY_KEYS", "TrainingDiverged", "load_photo2
 # CycleGANParams keys that do not change what is learned. epochs / decay_epochs are checked apart
 # (they shape the learning rate; see the module docstring).
 RUN_ONLY_KEYS = ("epochs", "decay_epochs", "eval_every", "eval_images", "grid_size", "keep_snapshots", "workers")
+PATCH_KEYS = ("patch_size", "patch_stride", "patch_descriptor", "patch_colour")  # the `patches` translator's
 EVAL_SIZE = 256  # side of the photos translated for the grid and the metrics: what `translate` writes
 EVAL_BATCH = 16  # photos per G_AB forward pass when translating for the grid and the metrics
 ADA_INTERVAL = 4  # minibatches between ADA's adjustments of p (the reference's)
@@ -136,7 +138,8 @@ def _inert_keys(cfg: CycleGANParams) -> tuple[str, ...]:
     existed (its fingerprint lacks them) resumes."""
     return (("ada_target", "ada_kimg") if cfg.ada_target is None else ()) + \
         (("ema_kimg", "ema_rampup") if cfg.ema_kimg == 0 else ()) + \
-        (("lambda_colour", "colour_pool") if cfg.lambda_colour == 0 else ())
+        (("lambda_colour", "colour_pool") if cfg.lambda_colour == 0 else ()) + \
+        (() if cfg.model == "patches" else PATCH_KEYS)
 
 
 def lr_factor(epoch: int, epochs: int, decay_epochs: int) -> float:
@@ -409,6 +412,40 @@ def _check_schedule(saved: dict[str, int], cfg: CycleGANParams, started_epochs: 
 # --- the loop ---------------------------------------------------------------------------------------
 
 
+def build_patch_translator(cfg: CycleGANParams, *, photos: ImageSource, monet: Sequence[tuple[ImageSource, float]],
+                           out_dir: Path, live_dir: Path | None, device: torch.device | str, seed: int,
+                           precision: Precision = FP32) -> dict[str, float]:
+    """The `patches` translator (`models.patch_transfer`): nothing is learned, so its "training" gathers
+    every painting of the Monet sources with a weight above 0 (at 256 px, the scale `translate` works at)
+    into `out_dir/photo2monet.pt`, and logs the translation grid of `grid_size` photos. Returns the
+    paintings and bank patches counted."""
+    files = [f for group in _monet_sources(monet)[0] for f in group]
+    paintings = torch.from_numpy(np.stack([load_image(f, EVAL_SIZE) for f in files]))
+    model = PatchTransfer(patch_config(cfg), paintings)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint.save_patch_translator(out_dir / PHOTO2MONET_FILE, config=model.config.to_dict(), paintings=paintings)
+    stats = {"patches/paintings": float(len(files)), "patches/bank": float(len(model.bank))}
+    log.info("patches: %d paintings, %d bank patches -> %s", len(files), len(model.bank), out_dir / PHOTO2MONET_FILE)
+    with LiveLog(live_dir) as live:
+        if live.enabled:
+            _, photo_files = source_files(photos)
+            if not photo_files:
+                raise FileNotFoundError(f"no photos found in {photos}")
+            grid_photos = _fixed_photos(photo_files, cfg.grid_size, derive_seed(seed, "grid"), EVAL_SIZE)
+            fakes = torch.cat(list(_translate(model.to(device), grid_photos, torch.device(device), precision)))
+            live.image("translations/0.png",
+                       image_grid(torch.cat([grid_photos.float() / 127.5 - 1.0, fakes]), ncols=len(grid_photos)))
+            live.log(0, stats)
+    return stats
+
+
+def patch_config(cfg: CycleGANParams) -> PatchTransferConfig:
+    """The `patches` translator's settings from the params' patch_* keys."""
+    return PatchTransferConfig(patch=cfg.patch_size, bank_stride=cfg.patch_stride, descriptor=cfg.patch_descriptor,
+                               colour=cfg.patch_colour)
+
+
 def train_translator(
     cfg: CycleGANParams,
     *,
@@ -426,7 +463,8 @@ def train_translator(
     max_steps: int | None = None,
     warn_hours: float | None = None,
 ) -> dict[str, float]:
-    """Train `cfg.model` (CycleGAN, CUT or FastCUT) between `photos` (a folder or files) and `monet`
+    """Train `cfg.model` (CycleGAN, CUT or FastCUT; `patches` learns nothing: `build_patch_translator`)
+    between `photos` (a folder or files) and `monet`
     ((folder or files, sampling weight) pairs) for cfg.epochs + cfg.decay_epochs epochs.
 
     Writes to `out_dir`: `state-<epoch>.pt` (full state after every epoch, newest `keep_snapshots`
@@ -444,6 +482,9 @@ def train_translator(
     no photos, ValueError when no Monet source has images.
     """
     cfg = cfg.resolved()
+    if cfg.model == "patches":
+        return build_patch_translator(cfg, photos=photos, monet=monet, out_dir=out_dir, live_dir=live_dir,
+                                      device=device, seed=seed, precision=precision)
     device = distributed.init_from_env(device)
     world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main()
     local_batch = distributed.local_batch(cfg.batch, "cyclegan.batch")
