@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Issue 9's GPU quality check, as one command on a lent GPU machine (the `device` tool), which has
 # PyTorch but not this project's other needs, nor ../shared/datasets, nor the FID weights. It trains
-# CUT translators side by side on the one GPU with `quality.py --train-only`, then packs their
-# photo2monet.pt and result.json into $OUT; this machine scores them (`--score-only`, the README's
-# "GPU figures" says how). Each argument is one run, 'NAME=QUALITY.PY ARGS' (split at spaces); with none, the first
-# GPU session's two:
+# CUT translators side by side on the one GPU with `quality.py --train-only`, then packs each run's
+# photo2monet.pt and result.json into $OUT as NAME.tgz.aa, .ab, ... (`cat NAME.tgz.* | tar xzf -`);
+# this machine scores them (`--score-only`; the README's "GPU figures" says how). Each argument is
+# one run, 'NAME=QUALITY.PY ARGS' (split at spaces); with none, the first GPU session's two:
 #
 #   gpu-cut256:  the params defaults (256 px, 9 blocks, widths 64) with resize-convolution upsampling
 #   gpu-recipe:  the README's CPU recipe (128 px crops, 6 blocks, widths 32), given the GPU's steps
@@ -60,6 +60,18 @@ for run in sorted(Path(sys.argv[1]).glob("*/run")):
         "stopped_early": True, "train_s": limit, "s_per_step": limit / max(steps, 1), "threads": torch.get_num_threads(),
         "train_device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}, indent=1))
 EOF
+# Each run packed apart, as many whole runs as $OUT can return (8 files of at most 16 MiB, 64 MiB in
+# all; a 256 px generator of widths 64 is 45 MB): a run left out stays in /tmp on the warm machine.
 cd "$RUNS" && tail -n 3 ./*.log
-tar czf - ./*.log ./*/result.json ./*/run/photo2monet.pt ./*/run/losses.jsonl 2>/dev/null | split -b 15m - "$OUT/runs.tgz."
+room=$((62 << 20)) files=8
+for run in */run/photo2monet.pt; do
+  name=${run%%/*}
+  tar czf "/tmp/$name.tgz" "$name.log" "$name/result.json" "$name/run/photo2monet.pt" "$name/run/losses.jsonl"
+  size=$(stat -c %s "/tmp/$name.tgz") parts=$(( ($(stat -c %s "/tmp/$name.tgz") + (15 << 20) - 1) / (15 << 20) ))
+  if ((size > room || parts > files)); then
+    echo "$name: no room left in \$OUT; fetch /tmp/$name.tgz with a second call while the machine is warm"
+    continue
+  fi
+  split -b 15m "/tmp/$name.tgz" "$OUT/$name.tgz." && room=$((room - size)) files=$((files - parts))
+done
 ls -la "$OUT"

@@ -193,12 +193,14 @@ def train(args: argparse.Namespace, train_photos: list[Path], out: Path, device,
 
     monet = [(folder, weight) for _, folder, weight in parse_sources(args.sources, args.datasets)]
     seconds_per_step = None
+    if args.translator == "patches":
+        args.steps = 0  # nothing to train: the paintings are the model
     if args.steps is None:
         seconds_per_step = calibrate(args, train_photos, monet, out, device, precision)
         args.steps = max(1, int(args.minutes * 60 / seconds_per_step))
         print(f"calibration: {seconds_per_step:.3f} s/step -> {args.steps} steps in {args.minutes:g} min", flush=True)
     cfg = build_params(args, args.steps)
-    steps = (cfg.epochs + cfg.decay_epochs) * cfg.epoch_images // cfg.batch
+    steps = 0 if cfg.model == "patches" else (cfg.epochs + cfg.decay_epochs) * cfg.epoch_images // cfg.batch
     # A rerun of a finished run only rescores it (say, after the scoring changed): keep the timings it trained with.
     previous = json.loads((out / "result.json").read_text()) if (out / "result.json").is_file() else {}
     state_file = latest_state(out / "run")
@@ -217,7 +219,7 @@ def train(args: argparse.Namespace, train_photos: list[Path], out: Path, device,
     trained = {
         "name": args.name, "translator": cfg.model, "sources": args.sources, "steps": steps, "select": cfg.select,
         "in_training": in_training(out / "live"), "params": cfg.model_dump(mode="json"), "train_s": train_s,
-        "s_per_step": train_s / steps, "calibrated_s_per_step": seconds_per_step, "precision": precision.describe(),
+        "s_per_step": train_s / max(steps, 1), "calibrated_s_per_step": seconds_per_step, "precision": precision.describe(),
         "threads": torch.get_num_threads(), "train_device": device_name(device),
     }
     if finished:
@@ -307,7 +309,8 @@ def table(out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--translator", default="cut", choices=("cyclegan", "cut", "fastcut"))
+    ap.add_argument("--translator", default="cut", choices=("cyclegan", "cut", "fastcut", "patches"),
+                    help="patches learns nothing (no budget: it only gathers the paintings)")
     budget = ap.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, default=60.0, help="training budget, calibrated to steps")
     budget.add_argument("--steps", type=int, help="training steps (instead of --minutes)")
