@@ -293,3 +293,22 @@ def test_photo2monet_of_a_residual_generator_loads_as_residual(tmp_path):
     loaded = load_photo2monet(tmp_path / "photo2monet.pt")
     x = torch.rand(1, 3, 16, 16) * 2 - 1
     assert loaded.residual and torch.allclose(loaded(x), G(x)) and not torch.allclose(loaded(x), x, atol=1e-3)
+
+
+def test_cyclegan_stage_with_patches_publishes_the_paintings_and_translate_uses_them(project):
+    from lowshot.models.patch_transfer import PatchTransfer
+    from lowshot.params import parse_params
+    from lowshot.train.checkpoint import load_photo2monet
+    from stages import cyclegan, translate
+
+    params = parse_params({"device": "cpu", "translate": {"count": 2, "batch_size": 2},
+                           "cyclegan": {"model": "patches", "patch_size": 16, "patch_descriptor": 4,
+                                        "patch_stride": 16, "grid_size": 2, "eval_every": None,
+                                        "monet_sources": {"real": 1.0, "ranked": 1.0}}})
+    summary = cyclegan.run(params, progress=False)
+    assert summary.stats["patches/paintings"] == 3  # monet_train's three; ranked is absent
+    model = load_photo2monet(project / "models/cyclegan/photo2monet.pt")
+    assert isinstance(model, PatchTransfer) and len(model.paintings) == 3
+    assert (project / "dvclive/cyclegan/metrics.json").is_file()
+    assert (project / "dvclive/cyclegan/plots/images/translations/0.png").is_file()
+    assert translate.run(params, progress=False).translated == 2
