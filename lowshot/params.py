@@ -318,6 +318,9 @@ class CycleGANParams(Section):
                                                        "averages (divides patch_size; smaller keeps less of the photo)")
     patch_colour: float = Field(1.0, ge=0, le=1, description="patches: how far each photo's colour mean and spread "
                                                              "move to the paintings' (0 = kept, 1 = matched)")
+    patch_detail: float = Field(3.0, ge=0, description="patches: the photo keeps what a Gaussian blur of this sigma "
+                                                       "(px) keeps and takes only finer detail from the paintings; "
+                                                       "0 = paste whole painting patches")
     size: int = Field(256, description="training crop side, pixels (256; 128 for quick runs)")
     load_size: int | None = Field(
         None, description="side images are resized to before the random crop (null: 286/256 x size, the paper's "

@@ -91,3 +91,15 @@ def test_bad_configs_and_paintings_are_refused():
         PatchTransfer(PatchTransferConfig(patch=8, descriptor=4), torch.rand(1, 3, 16, 16))
     with pytest.raises(ValueError, match="smaller than a patch"):
         PatchTransfer(PatchTransferConfig(patch=16, descriptor=4), _images(1, size=8))
+
+
+def test_detail_keeps_the_photos_own_colours_and_takes_only_finer_strokes():
+    """colour 0: pasting whole patches (detail 0) gives a flat photo the paintings' mean; detail 3 keeps the
+    photo's own level and adds the paintings' fine texture on top."""
+    paintings = 160 + _images(4, size=32) % 96  # bright noise: mean ~0.62 on the [-1, 1] scale
+    flat = torch.full((1, 3, 32, 32), -0.3) + 0.01 * torch.randn(1, 3, 32, 32)
+    config = dict(patch=8, bank_stride=2, descriptor=4, colour=0.0)
+    pasted = PatchTransfer(PatchTransferConfig(**config, detail=0.0), paintings)(flat)
+    detailed = PatchTransfer(PatchTransferConfig(**config, detail=3.0), paintings)(flat)
+    assert abs(detailed.mean() - (-0.3)) < 0.05 and abs(pasted.mean() - 0.62) < 0.05
+    assert detailed.std() > 0.1  # the strokes are there

@@ -161,13 +161,14 @@ def test_patches_translator_keeps_the_paintings_and_rebuilds_photos_from_them(da
     loads as a PatchTransfer, logs its translation grid, and its keys leave other models' runs alone."""
     from lowshot.models.patch_transfer import PatchTransfer
 
-    cfg = params(model="patches", patch_size=16, patch_descriptor=4, patch_stride=8, patch_colour=0.5)
+    cfg = params(model="patches", patch_size=16, patch_descriptor=4, patch_stride=8, patch_colour=0.5, patch_detail=2.0)
     stats = run(cfg, data, tmp_path / "out", tmp_path / "live", monet=[(data["real"], 1.0), (data["ranked"], 0.0)])
     assert stats["patches/paintings"] == 3  # the real three; ranked has weight 0
     G = load_photo2monet(tmp_path / "out" / PHOTO2MONET_FILE)
     assert isinstance(G, PatchTransfer) and G.arch == "patches"
     assert tuple(G.paintings.shape) == (3, 3, EVAL_SIZE, EVAL_SIZE)
-    assert (G.config.patch, G.config.descriptor, G.config.bank_stride, G.config.colour) == (16, 4, 8, 0.5)
+    assert (G.config.patch, G.config.descriptor, G.config.bank_stride, G.config.colour, G.config.detail) == \
+        (16, 4, 8, 0.5, 2.0)
     assert stats["patches/bank"] == len(G.bank) == 2 * 3 * ((EVAL_SIZE - 16) // 8 + 1) ** 2  # mirrors too
     assert (tmp_path / "live" / "plots" / "images" / "translations" / "0.png").is_file()
     photo = torch.rand(1, 3, 64, 64) * 2 - 1

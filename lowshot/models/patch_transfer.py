@@ -4,8 +4,10 @@ No network and no training: the "model" is the paintings. A photo's colours are 
 the paintings' (per-channel mean and spread in YCbCr, by `colour`); then every `patch` x `patch` window
 of it (at half-patch stride) is replaced by the painting patch that looks most like it, compared as
 `descriptor` x `descriptor` block averages (colour and coarse layout, not texture), and the chosen patches
-are overlap-added under a Hann window. The photo keeps its layout at the patch's scale; everything finer
-— brush strokes, canvas, Monet's broken colour — comes from the paintings. This is the texture transfer
+are overlap-added under a Hann window. With `detail` > 0 (the default, 3 px) only what is finer than a
+Gaussian blur of that sigma comes from the chosen patch, laid over the colour-moved photo's own blurred
+patch: the photo keeps its layout and shading, the paintings give the brush strokes, canvas and broken
+colour. With `detail` 0 the whole patch is pasted. This is the texture transfer
 of Efros & Freeman's image quilting (2001) with a soft blend instead of a minimum-error cut.
 
 The bank is every patch of the paintings (and their mirror images) at `bank_stride`; the nearest patch
@@ -37,6 +39,7 @@ class PatchTransferConfig:
     bank_stride: int = 4
     descriptor: int = 8
     colour: float = 1.0
+    detail: float = 3.0
 
     def __post_init__(self) -> None:
         if self.patch < 2 or self.patch % 2:
@@ -47,6 +50,8 @@ class PatchTransferConfig:
             raise ValueError(f"bank_stride must be >= 1, got {self.bank_stride}")
         if not 0.0 <= self.colour <= 1.0:
             raise ValueError(f"colour must be in [0, 1], got {self.colour}")
+        if self.detail < 0:
+            raise ValueError(f"detail must be >= 0, got {self.detail}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +78,18 @@ def descriptors(images: Tensor, patch: int, descriptor: int, stride: int) -> Ten
     pooled = F.avg_pool2d(images, cell, stride=1)  # pooled[y, x] = mean of the cell whose corner is (y, x)
     cols = F.unfold(pooled, descriptor, dilation=cell, stride=stride)  # (N, 3 * d^2, L)
     return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+def gaussian_blur(patches: Tensor, sigma: float) -> Tensor:
+    """Each patch blurred on its own (reflected at its edges), radius 3 sigma capped at the patch side - 1."""
+    radius = min(int(3 * sigma), patches.shape[-1] - 1, patches.shape[-2] - 1)
+    taps = torch.exp(-torch.arange(-radius, radius + 1, dtype=patches.dtype, device=patches.device) ** 2
+                     / (2 * sigma ** 2))
+    taps = taps / taps.sum()
+    channels = patches.shape[1]
+    out = F.pad(patches, (radius,) * 4, mode="reflect")
+    out = F.conv2d(out, taps.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(out, taps.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
 
 
 def hann_window(patch: int) -> Tensor:
@@ -144,6 +161,10 @@ class PatchTransfer(nn.Module):
             n, _, h, w = padded.shape
             queries = descriptors(padded, p, self.config.descriptor, p // 2)
             chosen = self.patches(self.nearest(queries))  # (n * L, 3, p, p)
+            if self.config.detail > 0:  # the photo's own colours below `detail` px, the painting's strokes above
+                own = F.unfold(padded, p, stride=p // 2).transpose(1, 2).reshape(-1, 3, p, p)
+                sigma = self.config.detail
+                chosen = chosen - gaussian_blur(chosen, sigma) + gaussian_blur(own, sigma)
             window = hann_window(p).to(x.device)
             cols = (chosen * window).reshape(n, -1, 3 * p * p).transpose(1, 2)
             summed = F.fold(cols, (h, w), p, stride=p // 2)
