@@ -354,7 +354,8 @@ def main() -> None:
         sys.exit(f"--calibration-steps must exceed {CALIBRATION_WARMUP}")
     if args.score_only and not args.name:
         sys.exit("--score-only needs --name: the run folder under --out to score")
-    args.name = args.name or f"{args.translator}-{args.steps or f'{args.minutes:g}min'}"
+    args.name = args.name or (args.translator if args.translator == "patches" else
+                              f"{args.translator}-{args.steps or f'{args.minutes:g}min'}")
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -33,6 +33,7 @@ def test_nearest_is_the_exact_search_whatever_the_chunk(monkeypatch):
     queries = torch.rand(50, model.bank.shape[1])
     want = torch.cdist(queries, model.bank).argmin(1)
     monkeypatch.setattr(patch_transfer, "BANK_CHUNK", 37)  # many chunks, the last one short
+    monkeypatch.setattr(patch_transfer, "QUERY_CHUNK", 16)
     assert torch.equal(model.nearest(queries), want)
 
 

@@ -28,7 +28,8 @@ from torch import Tensor, nn
 # RGB -> YCbCr (JPEG's, full range): luma and two colour differences, so that the colour step moves
 # brightness and colour apart.
 _YCC = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
-BANK_CHUNK = 32768  # bank patches compared at once: a 256 px photo's ~1,000 queries x this in float32 is 128 MiB
+# Distances computed at once: QUERY_CHUNK windows x BANK_CHUNK bank patches in float32 is 256 MiB, whatever the batch.
+QUERY_CHUNK, BANK_CHUNK = 2048, 32768
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,9 @@ class PatchTransfer(nn.Module):
 
     def nearest(self, queries: Tensor) -> Tensor:
         """Index into the bank of each query descriptor's nearest patch (squared L2)."""
+        return torch.cat([self._nearest(queries[i:i + QUERY_CHUNK]) for i in range(0, len(queries), QUERY_CHUNK)])
+
+    def _nearest(self, queries: Tensor) -> Tensor:
         best = torch.full((len(queries),), float("inf"), device=queries.device)
         index = torch.zeros(len(queries), dtype=torch.long, device=queries.device)
         for start in range(0, len(self.bank), BANK_CHUNK):
