@@ -316,8 +316,9 @@ class CycleGANParams(Section):
                                                    "(smaller: more patches to choose from, slower)")
     patch_descriptor: int = Field(8, ge=1, description="patches: patches are compared as this x this block "
                                                        "averages (divides patch_size; smaller keeps less of the photo)")
-    patch_colour: float = Field(1.0, ge=0, le=1, description="patches: how far each photo's colour mean and spread "
-                                                             "move to the paintings' (0 = kept, 1 = matched)")
+    patch_colour: float = Field(0.5, ge=0, le=1, description="patches: how far each photo's colour mean and spread "
+                                                             "move to the paintings' (0 = kept, 1 = matched; 1 scored "
+                                                             "the same and gives every photo the Monets' one palette)")
     patch_detail: float = Field(3.0, ge=0, description="patches: the photo keeps what a Gaussian blur of this sigma "
                                                        "(px) keeps and takes only finer detail from the paintings; "
                                                        "0 = paste whole painting patches")

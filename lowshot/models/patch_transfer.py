@@ -39,7 +39,7 @@ class PatchTransferConfig:
     patch: int = 16
     bank_stride: int = 4
     descriptor: int = 8
-    colour: float = 1.0
+    colour: float = 0.5
     detail: float = 3.0
 
     def __post_init__(self) -> None:
