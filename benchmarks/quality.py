@@ -169,23 +169,29 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     device = pick_device(args.device)
     precision = pick_precision(args.precision, device, args.channels_last, stage="quality")
     result_file = out / "result.json"
+    previous = json.loads(result_file.read_text()) if result_file.is_file() else {}
     if args.score_only:
-        if not result_file.is_file() or not (out / "run" / PHOTO2MONET_FILE).is_file():
+        if not previous or not (out / "run" / PHOTO2MONET_FILE).is_file():
             sys.exit(f"--score-only: {out} holds no trained run (run/{PHOTO2MONET_FILE} and result.json, "
                      "as --train-only writes them)")
-        trained = json.loads(result_file.read_text())
+        trained, unchanged = previous, True
     else:
-        trained = train(args, photos[:args.train_photos], out, device, precision)
+        trained, unchanged = train(args, photos[:args.train_photos], out, device, precision, previous)
         result_file.write_text(json.dumps(trained, indent=1))  # the training facts alone until the scores join them
         if args.train_only:
             return trained
-    result = trained | score(args, photos[-args.eval_photos:], out, trained["select"], device, precision)
+    scores = score(args, photos[-args.eval_photos:], out, trained["select"], device, precision)
+    if unchanged and "translate_img_per_s" in previous:  # a rescoring finds its JPEGs made: keep the speed they took
+        scores |= {k: previous[k] for k in ("translate_img_per_s", "translate_threads") if k in previous}
+    result = trained | scores
     result_file.write_text(json.dumps(result, indent=1))
     return result
 
 
-def train(args: argparse.Namespace, train_photos: list[Path], out: Path, device, precision) -> dict[str, Any]:
-    """Train the run's translator into OUT/NAME/run (resuming one killed part-way); its training facts."""
+def train(args: argparse.Namespace, train_photos: list[Path], out: Path, device, precision,
+          previous: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Train the run's translator into OUT/NAME/run (resuming one killed part-way): its training facts, and
+    whether the run had already finished (`previous`, its last result.json, then keeps its timings)."""
     import torch
 
     from lowshot.train.checkpoint import latest_state, load_state
@@ -202,7 +208,6 @@ def train(args: argparse.Namespace, train_photos: list[Path], out: Path, device,
     cfg = build_params(args, args.steps)
     steps = 0 if cfg.model == "patches" else (cfg.epochs + cfg.decay_epochs) * cfg.epoch_images // cfg.batch
     # A rerun of a finished run only rescores it (say, after the scoring changed): keep the timings it trained with.
-    previous = json.loads((out / "result.json").read_text()) if (out / "result.json").is_file() else {}
     state_file = latest_state(out / "run")
     finished = state_file is not None and previous.get("steps") == steps and \
         load_state(state_file)["progress"]["step"] >= steps
@@ -224,7 +229,7 @@ def train(args: argparse.Namespace, train_photos: list[Path], out: Path, device,
     }
     if finished:
         trained |= {k: previous[k] for k in ("train_s", "s_per_step", "calibrated_s_per_step", "threads")}
-    return trained
+    return trained, finished
 
 
 def score(args: argparse.Namespace, eval_photos: list[Path], out: Path, select: str, device,
