@@ -167,8 +167,7 @@ class PatchTransfer(nn.Module):
             chosen = self.patches(self.nearest(queries))  # (n * L, 3, p, p)
             if self.config.detail > 0:  # the photo's own colours below `detail` px, the painting's strokes above
                 own = F.unfold(padded, p, stride=p // 2).transpose(1, 2).reshape(-1, 3, p, p)
-                sigma = self.config.detail
-                chosen = chosen - gaussian_blur(chosen, sigma) + gaussian_blur(own, sigma)
+                chosen = chosen + gaussian_blur(own - chosen, self.config.detail)  # blur is linear: one pass
             window = hann_window(p).to(x.device)
             cols = (chosen * window).reshape(n, -1, 3 * p * p).transpose(1, 2)
             summed = F.fold(cols, (h, w), p, stride=p // 2)
