@@ -319,9 +319,15 @@ class CycleGANParams(Section):
     patch_colour: float = Field(0.5, ge=0, le=1, description="patches: how far each photo's colour mean and spread "
                                                              "move to the paintings' (0 = kept, 1 = matched; 1 scored "
                                                              "the same and gives every photo the Monets' one palette)")
-    patch_detail: float = Field(3.0, ge=0, description="patches: the photo keeps what a Gaussian blur of this sigma "
-                                                       "(px) keeps and takes only finer detail from the paintings; "
-                                                       "0 = paste whole painting patches")
+    patch_detail: float = Field(3.0, gt=0, description="patches: the photo keeps what a Gaussian blur of this sigma "
+                                                       "(px) keeps; everything finer (the strokes) comes from the "
+                                                       "paintings")
+    patch_texture: float = Field(2.0, ge=0, description="patches: strength of the paintings' strokes laid "
+                                                         "over the blurred photo (1 = their contrast in the paintings; "
+                                                         "0 = the blurred photo alone)")
+    patch_choices: int = Field(4, ge=1, description="patches: each window takes one of its this many nearest "
+                                                    "patches, by a fixed pattern (1 = the nearest; more breaks the "
+                                                    "grid a flat sky would repeat)")
     size: int = Field(256, description="training crop side, pixels (256; 128 for quick runs)")
     load_size: int | None = Field(
         None, description="side images are resized to before the random crop (null: 286/256 x size, the paper's "

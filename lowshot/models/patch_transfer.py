@@ -1,19 +1,22 @@
-"""Example-based texture transfer: a photo rebuilt from patches of the paintings themselves.
+"""Example-based texture transfer: a photo given the brush strokes of the paintings' own patches.
 
 No network and no training: the "model" is the paintings. A photo's colours are first moved towards
-the paintings' (per-channel mean and spread in YCbCr, by `colour`); then every `patch` x `patch` window
-of it (at half-patch stride) is replaced by the painting patch that looks most like it, compared as
-`descriptor` x `descriptor` block averages (colour and coarse layout, not texture), and the chosen patches
-are overlap-added under a Hann window. With `detail` > 0 (the default, 3 px) only what is finer than a
-Gaussian blur of that sigma comes from the chosen patch, laid over the colour-moved photo's own blurred
-patch: the photo keeps its layout and shading, the paintings give the brush strokes, canvas and broken
-colour. With `detail` 0 the whole patch is pasted. This is the texture transfer
-of Efros & Freeman's image quilting (2001) with a soft blend instead of a minimum-error cut.
+the paintings' (per-channel mean and spread in YCbCr, by `colour`). The photo then keeps what a Gaussian
+blur of sigma `detail` keeps (its layout, shading and palette), and everything finer comes from the
+paintings: every `patch` x `patch` window of the photo (at half-patch stride) is matched to the most
+similar painting patch, compared as `descriptor` x `descriptor` block averages (colour and coarse layout),
+and that patch's texture (the painting minus its own blur: strokes, canvas, broken colour) is laid over
+the blurred photo, `texture` times as strong as in the paintings. The window picks among its `choices`
+nearest patches by a fixed pseudo-random pattern over its position, so that a flat sky is not one patch
+repeated on a grid. Overlapping textures are added under a Hann window normalised by the root of its
+summed squares, not its sum: unrelated textures averaged keep the paintings' contrast instead of washing
+out (Heitz & Neyret's variance-preserving blend, 2018). It is the texture transfer of Efros & Freeman's
+image quilting (2001) with a soft blend instead of a minimum-error cut.
 
-The bank is every patch of the paintings (and their mirror images) at `bank_stride`; the nearest patch
-is an exact search (squared L2 on the descriptors), in chunks of the bank so that memory stays bounded.
-`PatchTransfer` maps (N, 3, H, W) in [-1, 1] to the same shape, like the translators' generators, so
-`translate` runs it as it runs them.
+The bank is every patch of the paintings (and their mirror images) at `bank_stride`; the nearest patches
+are an exact search (squared L2 on the descriptors), in chunks of queries and bank so that memory stays
+bounded. `PatchTransfer` maps (N, 3, H, W) in [-1, 1] to the same shape, like the translators' generators,
+so `translate` runs it as it runs them.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class PatchTransferConfig:
     descriptor: int = 8
     colour: float = 0.5
     detail: float = 3.0
+    texture: float = 1.0
+    choices: int = 4
 
     def __post_init__(self) -> None:
         if self.patch < 2 or self.patch % 2:
@@ -51,8 +56,12 @@ class PatchTransferConfig:
             raise ValueError(f"bank_stride must be >= 1, got {self.bank_stride}")
         if not 0.0 <= self.colour <= 1.0:
             raise ValueError(f"colour must be in [0, 1], got {self.colour}")
-        if self.detail < 0:
-            raise ValueError(f"detail must be >= 0, got {self.detail}")
+        if self.detail <= 0:
+            raise ValueError(f"detail must be > 0, got {self.detail}")
+        if self.texture < 0:
+            raise ValueError(f"texture must be >= 0, got {self.texture}")
+        if self.choices < 1:
+            raise ValueError(f"choices must be >= 1, got {self.choices}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,10 +103,26 @@ def gaussian_blur(patches: Tensor, sigma: float) -> Tensor:
 
 
 def hann_window(patch: int) -> Tensor:
-    """A separable Hann window whose copies at half-patch stride add up to a constant (plus a floor, so
-    that the borders, covered once, are never divided by zero)."""
+    """A separable Hann window (plus a floor, so that the borders, covered once, are never divided by zero)."""
     w = torch.hann_window(patch, periodic=True, dtype=torch.float64) + 1e-3
     return (w[:, None] * w[None, :]).float()
+
+
+def blend_textures(textures: Tensor, n: int, size: tuple[int, int]) -> Tensor:
+    """Overlap-add zero-mean `textures` ((n * L, C, p, p), windows at half-patch stride in F.unfold's order
+    over images of `size`) under a Hann window w, divided by sqrt(sum w^2): where the overlapping
+    textures are unrelated, the sum keeps their variance wherever the windows fall."""
+    p, channels = textures.shape[-1], textures.shape[1]
+    window = hann_window(p).to(textures)
+    cols = (textures * window).reshape(n, -1, channels * p * p).transpose(1, 2)
+    squares = (window ** 2).flatten().repeat(channels)[None, :, None].expand(n, -1, cols.shape[-1])
+    return F.fold(cols, size, p, stride=p // 2) / F.fold(squares, size, p, stride=p // 2).sqrt()
+
+
+def choice_pattern(windows: int, choices: int) -> Tensor:
+    """Which of its `choices` nearest patches each of an image's `windows` takes: a fixed pseudo-random
+    pattern, the same for every image and batch, so a translation depends on nothing but its photo."""
+    return torch.randint(0, choices, (windows,), generator=torch.Generator().manual_seed(0))
 
 
 class PatchTransfer(nn.Module):
@@ -112,7 +137,7 @@ class PatchTransfer(nn.Module):
         self.config = config
         self.register_buffer("paintings", paintings, persistent=False)
         ycc = to_ycc(torch.cat([paintings, paintings.flip(-1)]).float() / 255)
-        self.register_buffer("bank_images", ycc, persistent=False)
+        self.register_buffer("bank_texture", ycc - gaussian_blur(ycc, config.detail), persistent=False)
         self.register_buffer("mean", ycc.mean((0, 2, 3), keepdim=True), persistent=False)
         self.register_buffer("std", ycc.std((0, 2, 3), keepdim=True), persistent=False)
         desc = descriptors(ycc, config.patch, config.descriptor, config.bank_stride)
@@ -120,23 +145,26 @@ class PatchTransfer(nn.Module):
         self.register_buffer("bank_sq", (desc * desc).sum(1), persistent=False)
         h, w = ycc.shape[-2:]
         self.grid = ((h - config.patch) // config.bank_stride + 1, (w - config.patch) // config.bank_stride + 1)
+        if len(desc) < config.choices:
+            raise ValueError(f"the paintings hold {len(desc)} patches, fewer than choices ({config.choices})")
 
-    def nearest(self, queries: Tensor) -> Tensor:
-        """Index into the bank of each query descriptor's nearest patch (squared L2)."""
-        return torch.cat([self._nearest(queries[i:i + QUERY_CHUNK]) for i in range(0, len(queries), QUERY_CHUNK)])
+    def nearest(self, queries: Tensor, k: int = 1) -> Tensor:
+        """Indices into the bank of each query descriptor's `k` nearest patches (squared L2), nearest first:
+        (Q, k)."""
+        return torch.cat([self._nearest(queries[i:i + QUERY_CHUNK], k) for i in range(0, len(queries), QUERY_CHUNK)])
 
-    def _nearest(self, queries: Tensor) -> Tensor:
-        best = torch.full((len(queries),), float("inf"), device=queries.device)
-        index = torch.zeros(len(queries), dtype=torch.long, device=queries.device)
+    def _nearest(self, queries: Tensor, k: int) -> Tensor:
+        best = torch.full((len(queries), k), float("inf"), device=queries.device)
+        index = torch.zeros(len(queries), k, dtype=torch.long, device=queries.device)
         for start in range(0, len(self.bank), BANK_CHUNK):
             bank, bank_sq = self.bank[start:start + BANK_CHUNK], self.bank_sq[start:start + BANK_CHUNK]
-            dist, at = (bank_sq[None, :] - 2 * queries @ bank.T).min(1)
-            better = dist < best
-            best, index = torch.where(better, dist, best), torch.where(better, at + start, index)
+            dist, at = (bank_sq[None, :] - 2 * queries @ bank.T).topk(min(k, len(bank)), dim=1, largest=False)
+            best, order = torch.cat([best, dist], 1).topk(k, dim=1, largest=False)  # candidates kept in order
+            index = torch.cat([index, at + start], 1).gather(1, order)
         return index
 
     def patches(self, index: Tensor) -> Tensor:
-        """The bank patches at `index`: (Q, 3, patch, patch) in YCbCr."""
+        """The texture of the bank patches at `index`: (Q, 3, patch, patch), YCbCr minus its blur."""
         per_image = self.grid[0] * self.grid[1]
         image, rest = index // per_image, index % per_image
         y = (rest // self.grid[1]) * self.config.bank_stride
@@ -145,7 +173,7 @@ class PatchTransfer(nn.Module):
         rows = (y[:, None] + offsets)[:, None, :, None]
         cols = (x[:, None] + offsets)[:, None, None, :]
         channels = torch.arange(3, device=index.device)[None, :, None, None]
-        return self.bank_images[image[:, None, None, None], channels, rows, cols]
+        return self.bank_texture[image[:, None, None, None], channels, rows, cols]
 
     def colour_match(self, ycc: Tensor) -> Tensor:
         """Each image's per-channel mean and spread moved `colour` of the way to the paintings'."""
@@ -155,23 +183,18 @@ class PatchTransfer(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
-        p = self.config.patch
+        p, config = self.config.patch, self.config
         with torch.autocast(x.device.type, enabled=False):  # exact search: float32 distances whatever the stage's precision
             ycc = self.colour_match(to_ycc((x.float() + 1) / 2))
             height, width = ycc.shape[-2:]
             # half a patch of margin all round, plus what makes the windows at half-patch stride cover the image
             padded = F.pad(ycc, (p // 2, p // 2 + (-width) % (p // 2), p // 2, p // 2 + (-height) % (p // 2)),
                            mode="reflect")
-            n, _, h, w = padded.shape
-            queries = descriptors(padded, p, self.config.descriptor, p // 2)
-            chosen = self.patches(self.nearest(queries))  # (n * L, 3, p, p)
-            if self.config.detail > 0:  # the photo's own colours below `detail` px, the painting's strokes above
-                own = F.unfold(padded, p, stride=p // 2).transpose(1, 2).reshape(-1, 3, p, p)
-                chosen = chosen + gaussian_blur(own - chosen, self.config.detail)  # blur is linear: one pass
-            window = hann_window(p).to(x.device)
-            cols = (chosen * window).reshape(n, -1, 3 * p * p).transpose(1, 2)
-            summed = F.fold(cols, (h, w), p, stride=p // 2)
-            weight = F.fold(window.flatten().repeat(3)[None, :, None].expand(n, -1, cols.shape[-1]), (h, w), p,
-                            stride=p // 2)
-            out = (summed / weight)[..., p // 2:p // 2 + height, p // 2:p // 2 + width]
+            n = len(padded)
+            queries = descriptors(padded, p, config.descriptor, p // 2)
+            nearest = self.nearest(queries, config.choices)
+            pick = choice_pattern(len(queries) // n, config.choices).to(x.device).repeat(n)
+            textures = self.patches(nearest.gather(1, pick[:, None])[:, 0])
+            texture = blend_textures(textures, n, padded.shape[-2:])[..., p // 2:p // 2 + height, p // 2:p // 2 + width]
+            out = gaussian_blur(ycc, config.detail) + config.texture * texture
             return (from_ycc(out).clamp(0, 1) * 2 - 1).to(x.dtype)
