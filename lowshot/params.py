@@ -319,7 +319,7 @@ class CycleGANParams(Section):
     patch_colour: float = Field(0.5, ge=0, le=1, description="patches: how far each photo's colour mean and spread "
                                                              "move to the paintings' (0 = kept, 1 = matched; 1 scored "
                                                              "the same and gives every photo the Monets' one palette)")
-    patch_detail: float = Field(3.0, gt=0, description="patches: the photo keeps what a Gaussian blur of this sigma "
+    patch_detail: float = Field(5.0, gt=0, description="patches: the photo keeps what a Gaussian blur of this sigma "
                                                        "(px) keeps; everything finer (the strokes) comes from the "
                                                        "paintings")
     patch_texture: float = Field(2.0, ge=0, description="patches: strength of the paintings' strokes laid "

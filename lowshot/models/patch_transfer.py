@@ -43,7 +43,7 @@ class PatchTransferConfig:
     bank_stride: int = 4
     descriptor: int = 8
     colour: float = 0.5
-    detail: float = 3.0
+    detail: float = 5.0
     texture: float = 1.0
     choices: int = 4
 
