@@ -29,28 +29,47 @@ def test_descriptors_are_block_averages_of_each_window():
     assert got.shape == want.shape and torch.allclose(got, want, atol=1e-6)
 
 
+def _smooth(n: int, size: int = 48, seed: int = 0) -> torch.Tensor:
+    """Paintings with structure at several pixels, as real ones have (noise is unlike itself 1 px away)."""
+    noise = _images(n, size=size // 4, seed=seed).float()
+    return F.interpolate(noise, size=(size, size), mode="bicubic").clamp(0, 255).to(torch.uint8)
+
+
+def _bank(model: PatchTransfer) -> torch.Tensor:
+    """Every bank patch's descriptor, in the bank's index order (brute force)."""
+    ycc = to_ycc(torch.cat([model.paintings, model.paintings.flip(-1)]).float() / 255)
+    return descriptors(ycc, model.config.patch, model.config.descriptor, model.config.bank_stride)
+
+
 @pytest.mark.parametrize("k", [1, 3])
-def test_nearest_is_the_exact_search_whatever_the_chunk(monkeypatch, k):
+def test_without_a_coarse_level_the_search_is_exact_whatever_the_chunk(monkeypatch, k):
+    monkeypatch.setattr(patch_transfer, "COARSE_STRIDE", 1)  # the bank is scanned at its own stride
     model = PatchTransfer(PatchTransferConfig(patch=8, bank_stride=2, descriptor=4), _images(3))
-    queries = torch.rand(50, model.bank.shape[1])
-    want = torch.cdist(queries, model.bank).topk(k, dim=1, largest=False).indices
+    queries = torch.rand(50, 3 * 16)
+    want = torch.cdist(queries, _bank(model)).topk(k, dim=1, largest=False).indices
     monkeypatch.setattr(patch_transfer, "BANK_CHUNK", 37)  # many chunks, the last one short
     monkeypatch.setattr(patch_transfer, "QUERY_CHUNK", 16)
     assert torch.equal(model.nearest(queries, k), want)
 
 
-def test_patches_fetches_the_texture_of_the_window_the_index_names():
-    paintings = _images(2, size=24)
-    model = PatchTransfer(PatchTransferConfig(patch=8, bank_stride=4, descriptor=2, detail=2.0), paintings)
-    bank_images = to_ycc(torch.cat([paintings, paintings.flip(-1)]).float() / 255)
-    texture = bank_images - gaussian_blur(bank_images, 2.0)  # the painting minus its own blur, whole
-    index = torch.tensor([0, 5, 24, 30, 99])
-    windows = F.unfold(texture, 8, stride=4).transpose(1, 2).reshape(-1, 3, 8, 8)
-    assert len(windows) == len(model.bank) == 100  # 2 paintings and their mirrors, 25 windows each
-    assert torch.allclose(model.patches(index), windows[index], atol=1e-6)
-    # ...and the descriptors describe those same windows of the paintings themselves
-    raw = F.unfold(bank_images, 8, stride=4).transpose(1, 2).reshape(-1, 3, 8, 8)
-    assert torch.allclose(model.bank[index], F.avg_pool2d(raw[index], 4).flatten(1), atol=1e-6)
+@pytest.mark.parametrize("stride", [1, 2, 4])
+def test_coarse_to_fine_search_is_never_worse_than_the_coarse_scan_and_finds_its_own_patches(monkeypatch, stride):
+    """Each window's nearest is at least as near as the best coarse-grid patch (each coarse patch lies in its
+    own cell), usually nearer; a query that is a coarse-grid patch finds itself; the choices are distinct."""
+    monkeypatch.setattr(patch_transfer, "REFINE_CHUNK", 7)
+    model = PatchTransfer(PatchTransferConfig(patch=16, bank_stride=stride, descriptor=8), _smooth(2, size=64))
+    assert model.ratio == 8 // stride and model.bank_size == 4 * (48 // stride + 1) ** 2
+    bank = _bank(model)
+    g = torch.Generator().manual_seed(0)
+    queries = bank[torch.randperm(len(bank), generator=g)[:300]] + 0.02 * torch.randn(300, bank.shape[1], generator=g)
+    found = model.nearest(queries, 3)
+    assert all(len(set(row.tolist())) == 3 for row in found)
+    nearest = (bank[found[:, 0]] - queries).square().sum(1)
+    coarse_best = (queries[:, None] - model.coarse_bank[None]).square().sum(-1).min(1).values
+    assert (nearest <= coarse_best * (1 + 1e-5)).all() and (nearest < coarse_best * (1 - 1e-5)).float().mean() > 0.3
+    on_grid = torch.tensor([0, 7, len(model.coarse_bank) - 1])
+    got = model.nearest(model.coarse_bank[on_grid], 1)[:, 0]
+    assert torch.allclose(bank[got], model.coarse_bank[on_grid], atol=1e-6)
 
 
 def test_blend_keeps_the_contrast_of_unrelated_textures_wherever_the_windows_fall():

@@ -169,7 +169,7 @@ def test_patches_translator_keeps_the_paintings_and_rebuilds_photos_from_them(da
     assert tuple(G.paintings.shape) == (3, 3, EVAL_SIZE, EVAL_SIZE)
     assert (G.config.patch, G.config.descriptor, G.config.bank_stride, G.config.colour, G.config.detail) == \
         (16, 4, 8, 0.5, 2.0)
-    assert stats["patches/bank"] == len(G.bank) == 2 * 3 * ((EVAL_SIZE - 16) // 8 + 1) ** 2  # mirrors too
+    assert stats["patches/bank"] == G.bank_size == 2 * 3 * ((EVAL_SIZE - 16) // 8 + 1) ** 2  # mirrors too
     assert (tmp_path / "live" / "plots" / "images" / "translations" / "0.png").is_file()
     photo = torch.rand(1, 3, 64, 64) * 2 - 1
     assert G(photo).shape == photo.shape

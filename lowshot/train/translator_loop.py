@@ -426,8 +426,8 @@ def build_patch_translator(cfg: CycleGANParams, *, photos: ImageSource, monet: S
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint.save_patch_translator(out_dir / PHOTO2MONET_FILE, config=model.config.to_dict(), paintings=paintings)
-    stats = {"patches/paintings": float(len(files)), "patches/bank": float(len(model.bank))}
-    log.info("patches: %d paintings, %d bank patches -> %s", len(files), len(model.bank), out_dir / PHOTO2MONET_FILE)
+    stats = {"patches/paintings": float(len(files)), "patches/bank": float(model.bank_size)}
+    log.info("patches: %d paintings, %d bank patches -> %s", len(files), model.bank_size, out_dir / PHOTO2MONET_FILE)
     with LiveLog(live_dir) as live:
         if live.enabled:
             _, photo_files = source_files(photos)
