@@ -156,6 +156,13 @@ def test_batch_not_divisible_by_the_processes_is_refused(data, tmp_path, monkeyp
         run(params(), data, tmp_path)
 
 
+def test_patches_defaults_are_one_set():
+    """params.yaml's patch_* defaults and the translator's own (which an old photo2monet.pt falls back on) agree."""
+    from lowshot.models.patch_transfer import PatchTransferConfig
+
+    assert translator_loop.patch_config(CycleGANParams()) == PatchTransferConfig()
+
+
 def test_patches_translator_keeps_the_paintings_and_rebuilds_photos_from_them(data, tmp_path):
     """model: patches learns nothing: photo2monet.pt holds every painting of the weighted sources at 256 px,
     loads as a PatchTransfer, logs its translation grid, and its keys leave other models' runs alone."""

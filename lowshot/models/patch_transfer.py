@@ -53,7 +53,7 @@ class PatchTransferConfig:
     descriptor: int = 8
     colour: float = 0.5
     detail: float = 5.0
-    texture: float = 1.0
+    texture: float = 2.0
     choices: int = 4
 
     def __post_init__(self) -> None:
