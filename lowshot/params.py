@@ -307,9 +307,10 @@ TRANSLATOR_DEFAULTS: dict[str, dict[str, Any]] = {
 
 class CycleGANParams(Section):
     model: TranslatorModel = Field(
-        "cut", description="cut or fastcut (one generator, PatchNCE loss) or cyclegan (two generators, cycle loss); "
-                           "or patches: no training, each photo rebuilt from the paintings' own patches (the "
-                           "patch_* keys; README: Training on a CPU has the figures)")
+        "patches", description="patches (the default: no training, each photo given the strokes of the paintings' "
+                               "own patches; the patch_* keys; it scores best on a CPU and a GPU, README: Training "
+                               "on a CPU), or cut / fastcut (one generator, PatchNCE loss), or cyclegan (two "
+                               "generators, cycle loss)")
     patch_size: int = Field(16, ge=2, description="patches: side of the patches a photo is rebuilt from, pixels at "
                                                   "256 px (even; neighbours overlap by half)")
     patch_stride: int = Field(4, ge=1, description="patches: stride of the bank's patches over the paintings "
@@ -333,8 +334,10 @@ class CycleGANParams(Section):
         None, description="side images are resized to before the random crop (null: 286/256 x size, the paper's "
                           "load 286 / crop 256); the photos' own size (256) trains at the scale translate uses")
     monet_sources: dict[MonetSource, float] = Field(
-        {"real": 1.0, "ranked": 1.0, "synthetic": 1.0, "singan": 0.0},
-        description="domain B: sampling weight of real (monet_train), ranked (data/ranked/top), synthetic (data/synthetic), singan (data/singan); 0 = unused")
+        {"real": 1.0, "ranked": 1.0, "synthetic": 0.0, "singan": 0.0},
+        description="domain B: sampling weight of real (monet_train), ranked (data/ranked/top), synthetic (data/synthetic), "
+                    "singan (data/singan); 0 = unused (patches: every painting of a source above 0 is in the bank). "
+                    "synthetic and singan are 0 by default: both made every translator measured score worse")
     g_blocks: Literal[6, 9] = Field(9, description="ResNet blocks in each generator")
     ngf: int = Field(64, ge=8, description="generator base width")
     ndf: int = Field(64, ge=8, description="PatchGAN discriminator base width")
