@@ -18,8 +18,9 @@ coarse to fine: an exact scan (squared L2 on the descriptors) of the patches at 
 window's `COARSE_CANDIDATES` nearest, then every bank patch in those patches' cells of the coarse grid is
 compared, and the nearest of these are the window's choices. Neighbouring patches' block averages differ
 little, so this finds what the exact search over the whole bank finds at a fraction of its cost (a 4 px bank
-is scanned at 8 px: a quarter of the work). Queries and bank go in chunks so that memory stays bounded. `PatchTransfer` maps (N, 3, H, W) in [-1, 1] to the same shape, like the translators' generators,
-so `translate` runs it as it runs them.
+is scanned at 8 px: a quarter of the work). Queries and bank go in chunks so that memory stays bounded.
+`PatchTransfer` maps (N, 3, H, W) in [-1, 1] to the same shape, like the translators' generators, so
+`translate` runs it as it runs them.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def descriptors(images: Tensor, patch: int, descriptor: int, stride: int) -> Ten
 
 
 def gaussian_blur(patches: Tensor, sigma: float) -> Tensor:
-    """Each patch blurred on its own (reflected at its edges), radius 3 sigma capped at the patch side - 1."""
+    """Each image (or patch) blurred on its own (reflected at its edges), radius 3 sigma capped at its side - 1."""
     radius = min(int(3 * sigma), patches.shape[-1] - 1, patches.shape[-2] - 1)
     taps = torch.exp(-torch.arange(-radius, radius + 1, dtype=patches.dtype, device=patches.device) ** 2
                      / (2 * sigma ** 2))
@@ -126,6 +127,14 @@ def blend_textures(textures: Tensor, n: int, size: tuple[int, int]) -> Tensor:
     cols = (textures * window).reshape(n, -1, channels * p * p).transpose(1, 2)
     squares = (window ** 2).flatten().repeat(channels)[None, :, None].expand(n, -1, cols.shape[-1])
     return F.fold(cols, size, p, stride=p // 2) / F.fold(squares, size, p, stride=p // 2).sqrt()
+
+
+def windows_at(source: Tensor, image: Tensor, y: Tensor, x: Tensor, offsets: Tensor) -> Tensor:
+    """source[image, :, y + offsets, x + offsets] for every (image, y, x) of equal-shaped index tensors:
+    (..., C, len(offsets), len(offsets))."""
+    channel = torch.arange(source.shape[1], device=source.device)[:, None, None]
+    return source[image[..., None, None, None], channel, y[..., None, None, None] + offsets[:, None],
+                  x[..., None, None, None] + offsets]
 
 
 def choice_pattern(windows: int, choices: int) -> Tensor:
@@ -209,22 +218,15 @@ class PatchTransfer(nn.Module):
         `descriptors`' order."""
         d, cell, stride = self.config.descriptor, self.config.patch // self.config.descriptor, self.config.bank_stride
         taps = torch.arange(d, device=image.device) * cell
-        y = (rows * stride)[..., None, None, None] + taps[:, None]  # (..., 1, d, 1)
-        x = (cols * stride)[..., None, None, None] + taps[None, :]  # (..., 1, 1, d)
-        channel = torch.arange(3, device=image.device)[:, None, None]
-        return self.pooled[image[..., None, None, None], channel, y, x].flatten(-3)
+        return windows_at(self.pooled, image, rows * stride, cols * stride, taps).flatten(-3)
 
     def patches(self, index: Tensor) -> Tensor:
         """The texture of the bank patches at `index`: (Q, 3, patch, patch), YCbCr minus its blur."""
-        per_image = self.grid[0] * self.grid[1]
+        per_image, stride = self.grid[0] * self.grid[1], self.config.bank_stride
         image, rest = index // per_image, index % per_image
-        y = (rest // self.grid[1]) * self.config.bank_stride
-        x = (rest % self.grid[1]) * self.config.bank_stride
         offsets = torch.arange(self.config.patch, device=index.device)
-        rows = (y[:, None] + offsets)[:, None, :, None]
-        cols = (x[:, None] + offsets)[:, None, None, :]
-        channels = torch.arange(3, device=index.device)[None, :, None, None]
-        return self.bank_texture[image[:, None, None, None], channels, rows, cols]
+        return windows_at(self.bank_texture, image, (rest // self.grid[1]) * stride, (rest % self.grid[1]) * stride,
+                          offsets)
 
     def colour_match(self, ycc: Tensor) -> Tensor:
         """Each image's per-channel mean and spread moved `colour` of the way to the paintings'."""
@@ -235,7 +237,7 @@ class PatchTransfer(nn.Module):
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
         p, config = self.config.patch, self.config
-        with torch.autocast(x.device.type, enabled=False):  # exact search: float32 distances whatever the stage's precision
+        with torch.autocast(x.device.type, enabled=False):  # the search in float32 whatever the stage's precision
             ycc = self.colour_match(to_ycc((x.float() + 1) / 2))
             height, width = ycc.shape[-2:]
             # half a patch of margin all round, plus what makes the windows at half-patch stride cover the image
