@@ -67,7 +67,8 @@ room=$((62 << 20)) files=8
 for run in */run/photo2monet.pt; do
   name=${run%%/*}
   tar czf "/tmp/$name.tgz" "$name.log" "$name/result.json" "$name/run/photo2monet.pt" "$name/run/losses.jsonl"
-  size=$(stat -c %s "/tmp/$name.tgz") parts=$(( ($(stat -c %s "/tmp/$name.tgz") + (15 << 20) - 1) / (15 << 20) ))
+  size=$(stat -c %s "/tmp/$name.tgz")
+  parts=$(( (size + (15 << 20) - 1) / (15 << 20) ))
   if ((size > room || parts > files)); then
     echo "$name: no room left in \$OUT; fetch /tmp/$name.tgz with a second call while the machine is warm"
     continue
