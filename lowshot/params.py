@@ -317,9 +317,9 @@ class CycleGANParams(Section):
                                                    "(smaller: more patches to choose from, slower)")
     patch_descriptor: int = Field(8, ge=1, description="patches: patches are compared as this x this block "
                                                        "averages (divides patch_size; smaller keeps less of the photo)")
-    patch_colour: float = Field(0.5, ge=0, le=1, description="patches: how far each photo's colour mean and spread "
-                                                             "move to the paintings' (0 = kept, 1 = matched; 1 scored "
-                                                             "the same and gives every photo the Monets' one palette)")
+    patch_colour: float = Field(0.5, ge=0, le=1, description="patches: how far each photo's colour histograms (per "
+                                                             "YCbCr channel) move to the paintings' (0 = kept, 1 = "
+                                                             "matched: every photo gets the Monets' one palette)")
     patch_detail: float = Field(5.0, gt=0, description="patches: the photo keeps what a Gaussian blur of this sigma "
                                                        "(px) keeps; everything finer (the strokes) comes from the "
                                                        "paintings")
@@ -329,6 +329,9 @@ class CycleGANParams(Section):
     patch_choices: int = Field(4, ge=1, description="patches: each window takes one of its this many nearest "
                                                     "patches, by a fixed pattern (1 = the nearest; more breaks the "
                                                     "grid a flat sky would repeat)")
+    patch_photo_detail: float = Field(0.7, ge=0, le=1, description="patches: how much of the photo's own detail "
+                                                                   "finer than the blur (edges, thin things) stays "
+                                                                   "under the strokes (0 = none, 1 = all of it)")
     size: int = Field(256, description="training crop side, pixels (256; 128 for quick runs)")
     load_size: int | None = Field(
         None, description="side images are resized to before the random crop (null: 286/256 x size, the paper's "

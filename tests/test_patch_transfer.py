@@ -87,16 +87,39 @@ def test_blend_keeps_the_contrast_of_unrelated_textures_wherever_the_windows_fal
 
 def test_translation_keeps_the_photos_blur_and_takes_the_paintings_strokes():
     """colour 0: a flat photo keeps its level and gets the paintings' texture on top, `texture` times as
-    strong; texture 0 gives the photo's blur alone."""
+    strong; texture 0 gives the photo's blur plus `photo_detail` of its own finer detail."""
     paintings = 160 + _images(4, size=32) % 96  # bright noise: mean ~0.62 on the [-1, 1] scale
     flat = torch.full((1, 3, 32, 32), -0.3) + 0.01 * torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    config = dict(patch=8, bank_stride=2, descriptor=4, colour=0.0, detail=2.0)
+    config = dict(patch=8, bank_stride=2, descriptor=4, colour=0.0, detail=2.0, photo_detail=0.0)
     out = {t: PatchTransfer(PatchTransferConfig(**config, texture=t), paintings)(flat) for t in (0.0, 1.0, 2.0)}
     blurred = from_ycc(gaussian_blur(to_ycc((flat + 1) / 2), 2.0)) * 2 - 1
     assert torch.allclose(out[0.0], blurred, atol=1e-5)
     assert abs(out[1.0].mean() - (-0.3)) < 0.05  # the photo's level, not the paintings' 0.62
     strokes = {t: (out[t] - blurred).std() for t in (1.0, 2.0)}
     assert strokes[1.0] > 0.05 and 1.8 < strokes[2.0] / strokes[1.0] < 2.05  # clamping aside, twice as strong
+    kept = {k: PatchTransfer(PatchTransferConfig(**config | {"photo_detail": k}, texture=0.0), paintings)(flat)
+            for k in (0.5, 1.0)}
+    assert torch.allclose(kept[1.0], flat, atol=1e-5)  # all its own detail back: the photo itself
+    assert torch.allclose(kept[0.5], (flat + blurred) / 2, atol=1e-5)
+
+
+def test_colour_moves_each_channels_histogram_and_flat_areas_stay_flat():
+    """colour 1 gives a photo the paintings' value distribution in each YCbCr channel whatever its own,
+    colour 0 keeps it, and a flat area (tied values) maps to one value, not a ramp across it."""
+    paintings = _images(4, size=32)
+    photo = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2)) ** 3  # dark, skewed
+    config = dict(patch=8, bank_stride=2, descriptor=4)
+    model = PatchTransfer(PatchTransferConfig(**config, colour=1.0), paintings)
+    matched, paint = model.colour_match(to_ycc(photo)), to_ycc(paintings.float() / 255)
+    at = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9])
+    for c in range(3):
+        assert torch.allclose(matched[0, c].flatten().quantile(at), paint[:, c].flatten().quantile(at), atol=0.02)
+    photo[..., :8, :] = 0.9  # a flat band
+    band = model.colour_match(to_ycc(photo))[..., :8, :]
+    assert torch.allclose(band, band[..., :1, :1].expand_as(band))
+    ycc = to_ycc(photo)
+    kept = PatchTransfer(PatchTransferConfig(**config, colour=0.0), paintings).colour_match(ycc)
+    assert torch.allclose(kept, ycc)
 
 
 def test_choices_break_the_grid_a_flat_sky_would_repeat():
@@ -145,6 +168,8 @@ def test_bad_configs_and_paintings_are_refused():
         PatchTransferConfig(texture=-1.0)
     with pytest.raises(ValueError, match="choices"):
         PatchTransferConfig(choices=0)
+    with pytest.raises(ValueError, match="photo_detail"):
+        PatchTransferConfig(photo_detail=1.5)
     with pytest.raises(ValueError, match="fewer than choices"):
         PatchTransfer(PatchTransferConfig(patch=8, descriptor=4, choices=5), _images(1, size=8))
     with pytest.raises(ValueError, match="uint8"):

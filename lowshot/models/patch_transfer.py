@@ -1,17 +1,17 @@
 """Example-based texture transfer: a photo given the brush strokes of the paintings' own patches.
 
-No network and no training: the "model" is the paintings. A photo's colours are first moved towards
-the paintings' (per-channel mean and spread in YCbCr, by `colour`). The photo then keeps what a Gaussian
-blur of sigma `detail` keeps (its layout, shading and palette), and everything finer comes from the
-paintings: every `patch` x `patch` window of the photo (at half-patch stride) is matched to the most
-similar painting patch, compared as `descriptor` x `descriptor` block averages (colour and coarse layout),
-and that patch's texture (the painting minus its own blur: strokes, canvas, broken colour) is laid over
-the blurred photo, `texture` times as strong as in the paintings. The window picks among its `choices`
-nearest patches by a fixed pseudo-random pattern over its position, so that a flat sky is not one patch
-repeated on a grid. Overlapping textures are added under a Hann window normalised by the root of its
-summed squares, not its sum: unrelated textures averaged keep the paintings' contrast instead of washing
-out (Heitz & Neyret's variance-preserving blend, 2018). It is the texture transfer of Efros & Freeman's
-image quilting (2001) with a soft blend instead of a minimum-error cut.
+No network and no training: the "model" is the paintings. A photo's colours are first moved towards the
+paintings' (each YCbCr channel's histogram, by `colour`). The photo then keeps what a Gaussian blur of sigma
+`detail` keeps (its layout, shading and palette) and `photo_detail` of what is finer (edges, thin things),
+and the strokes come from the paintings: every `patch` x `patch` window of the photo (at half-patch stride)
+is matched to the most similar painting patch, compared as `descriptor` x `descriptor` block averages
+(colour and coarse layout), and that patch's texture (the painting minus its own blur: strokes, canvas,
+broken colour) is laid over the blurred photo, `texture` times as strong as in the paintings. The window
+picks among its `choices` nearest patches by a fixed pseudo-random pattern over its position, so that a flat
+sky is not one patch repeated on a grid. Overlapping textures are added under a Hann window normalised by
+the root of its summed squares, not its sum: unrelated textures averaged keep the paintings' contrast
+instead of washing out (Heitz & Neyret's variance-preserving blend, 2018). It is the texture transfer of
+Efros & Freeman's image quilting (2001) with a soft blend instead of a minimum-error cut.
 
 The bank is every patch of the paintings (and their mirror images) at `bank_stride`. It is searched
 coarse to fine: an exact scan (squared L2 on the descriptors) of the patches at `COARSE_STRIDE` finds each
@@ -35,6 +35,8 @@ from torch import Tensor, nn
 # RGB -> YCbCr (JPEG's, full range): luma and two colour differences, so that the colour step moves
 # brightness and colour apart.
 _YCC = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+# Ranks at which the paintings' colour histograms are tabulated for the colour match.
+QUANTILES = 1025
 # Distances computed at once: QUERY_CHUNK windows x BANK_CHUNK bank patches in float32 is 256 MiB, whatever the batch.
 QUERY_CHUNK, BANK_CHUNK = 2048, 32768
 # The coarse-to-fine search: the bank is scanned at this stride (px; at bank_stride when that is coarser)...
@@ -56,6 +58,7 @@ class PatchTransferConfig:
     detail: float = 5.0
     texture: float = 2.0
     choices: int = 4
+    photo_detail: float = 0.7
 
     def __post_init__(self) -> None:
         if self.patch < 2 or self.patch % 2:
@@ -72,6 +75,8 @@ class PatchTransferConfig:
             raise ValueError(f"texture must be >= 0, got {self.texture}")
         if self.choices < 1:
             raise ValueError(f"choices must be >= 1, got {self.choices}")
+        if not 0.0 <= self.photo_detail <= 1.0:
+            raise ValueError(f"photo_detail must be in [0, 1], got {self.photo_detail}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,6 +115,13 @@ def gaussian_blur(patches: Tensor, sigma: float) -> Tensor:
     out = F.pad(patches, (radius,) * 4, mode="reflect")
     out = F.conv2d(out, taps.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
     return F.conv2d(out, taps.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
+def channel_quantiles(images: Tensor) -> Tensor:
+    """(C, QUANTILES): each channel's values over all `images` at QUANTILES evenly spaced ranks, min to max."""
+    values = images.transpose(0, 1).reshape(images.shape[1], -1).sort(-1).values
+    at = torch.linspace(0, values.shape[-1] - 1, QUANTILES, device=images.device).round().long()
+    return values[:, at]
 
 
 def hann_window(patch: int) -> Tensor:
@@ -156,8 +168,7 @@ class PatchTransfer(nn.Module):
         self.register_buffer("paintings", paintings, persistent=False)
         ycc = to_ycc(torch.cat([paintings, paintings.flip(-1)]).float() / 255)
         self.register_buffer("bank_texture", ycc - gaussian_blur(ycc, config.detail), persistent=False)
-        self.register_buffer("mean", ycc.mean((0, 2, 3), keepdim=True), persistent=False)
-        self.register_buffer("std", ycc.std((0, 2, 3), keepdim=True), persistent=False)
+        self.register_buffer("quantiles", channel_quantiles(ycc[:len(paintings)]), persistent=False)
         stride, cell = config.bank_stride, config.patch // config.descriptor
         self.ratio = max(1, COARSE_STRIDE // stride)  # bank patches per coarse step, along each axis
         h, w = ycc.shape[-2:]
@@ -229,10 +240,17 @@ class PatchTransfer(nn.Module):
                           offsets)
 
     def colour_match(self, ycc: Tensor) -> Tensor:
-        """Each image's per-channel mean and spread moved `colour` of the way to the paintings'."""
-        mean, std = ycc.mean((2, 3), keepdim=True), ycc.std((2, 3), keepdim=True).clamp_min(1e-4)
-        k = self.config.colour
-        return (ycc - mean) / std * (std + k * (self.std - std)) + mean + k * (self.mean - mean)
+        """Each image's per-channel histogram moved `colour` of the way to the paintings': every value goes
+        towards the paintings' value at its rank (ties share their middle rank, so flat areas stay flat)."""
+        n, channels = ycc.shape[:2]
+        values = ycc.reshape(n * channels, -1)
+        ordered = values.sort(-1).values
+        ranks = (torch.searchsorted(ordered, values) + torch.searchsorted(ordered, values, right=True) - 1) / 2
+        at = ranks / max(values.shape[-1] - 1, 1) * (QUANTILES - 1)
+        low = at.floor().long().clamp(max=QUANTILES - 2)
+        table = self.quantiles.repeat(n, 1)
+        matched = torch.lerp(table.gather(1, low), table.gather(1, low + 1), at - low)
+        return torch.lerp(values, matched, self.config.colour).reshape(ycc.shape)
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
@@ -249,5 +267,6 @@ class PatchTransfer(nn.Module):
             pick = choice_pattern(len(queries) // n, config.choices).to(x.device).repeat(n)
             textures = self.patches(nearest.gather(1, pick[:, None])[:, 0])
             texture = blend_textures(textures, n, padded.shape[-2:])[..., p // 2:p // 2 + height, p // 2:p // 2 + width]
-            out = gaussian_blur(ycc, config.detail) + config.texture * texture
+            blurred = gaussian_blur(ycc, config.detail)
+            out = blurred + config.texture * texture + config.photo_detail * (ycc - blurred)
             return (from_ycc(out).clamp(0, 1) * 2 - 1).to(x.dtype)

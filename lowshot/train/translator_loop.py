@@ -99,7 +99,7 @@ __all__ = ["PHOTO2MONET_FILE", "RUN_ONLY_KEYS", "TrainingDiverged", "load_photo2
 # (they shape the learning rate; see the module docstring).
 RUN_ONLY_KEYS = ("epochs", "decay_epochs", "eval_every", "eval_images", "grid_size", "keep_snapshots", "workers")
 PATCH_KEYS = ("patch_size", "patch_stride", "patch_descriptor", "patch_colour", "patch_detail", "patch_texture",
-              "patch_choices")  # the `patches` translator's
+              "patch_choices", "patch_photo_detail")  # the `patches` translator's
 EVAL_SIZE = 256  # side of the photos translated for the grid and the metrics: what `translate` writes
 EVAL_BATCH = 16  # photos per G_AB forward pass when translating for the grid and the metrics
 ADA_INTERVAL = 4  # minibatches between ADA's adjustments of p (the reference's)
@@ -445,7 +445,7 @@ def patch_config(cfg: CycleGANParams) -> PatchTransferConfig:
     """The `patches` translator's settings from the params' patch_* keys."""
     return PatchTransferConfig(patch=cfg.patch_size, bank_stride=cfg.patch_stride, descriptor=cfg.patch_descriptor,
                                colour=cfg.patch_colour, detail=cfg.patch_detail, texture=cfg.patch_texture,
-                               choices=cfg.patch_choices)
+                               choices=cfg.patch_choices, photo_detail=cfg.patch_photo_detail)
 
 
 def train_translator(
