@@ -4,7 +4,7 @@
 
 Builds `PatchTransfer` from the 30 Monets of monet-train30 (plus every image in `--extra`, e.g. the
 `generate` stage's synthetic paintings) with the translator's defaults and `--set` overrides
-(`PatchTransferConfig` fields: patch, bank_stride, descriptor, colour, detail, texture, choices),
+(params.yaml's `cyclegan.patch_*` keys, e.g. `patch_texture=1.5`, or `PatchTransferConfig`'s fields),
 translates the first `--photos` of the yardstick's 500 held-out photos (the last 500 of photos/) as
 `translate` does, and scores them and the same photos untranslated against monet-pool120 (never in the
 bank) with KID x1000, FID and MiFID. Every run is one line in OUT/results.jsonl; the table of all of them
@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,20 +29,30 @@ from _measure import cpu_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from pydantic import ValidationError  # noqa: E402
+
+from lowshot.models.patch_transfer import PatchTransfer, PatchTransferConfig  # noqa: E402
+from lowshot.params import CycleGANParams  # noqa: E402
+from lowshot.train.translator_loop import patch_config  # noqa: E402
+
 DATASETS = ROOT.parent / "shared" / "datasets"
 
 
-def parse_set(pairs: list[str]) -> dict[str, float | int]:
-    from lowshot.models.patch_transfer import PatchTransferConfig
-
+def parse_set(pairs: list[str]) -> tuple[dict[str, str], PatchTransferConfig]:
+    """`--set KEY=VALUE` pairs (a `cyclegan.patch_*` param, validated as params.yaml's, or a config field)
+    -> the pairs and the translator's config."""
     fields = PatchTransferConfig.__dataclass_fields__
-    out: dict[str, float | int] = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        if key not in fields:
-            raise SystemExit(f"--set {pair}: {key!r} is not one of {', '.join(fields)}")
-        out[key] = int(value) if fields[key].type == "int" else float(value)
-    return out
+    params = [k for k in CycleGANParams.model_fields if k.startswith("patch_")]
+    raw = dict(pair.partition("=")[::2] for pair in pairs)
+    for key in raw:
+        if key not in params and key not in fields:
+            raise SystemExit(f"--set {key}: not one of {', '.join(params)} (params.yaml) or {', '.join(fields)}")
+    try:
+        config = patch_config(CycleGANParams(**{k: v for k, v in raw.items() if k in params}))
+        return raw, replace(config, **{k: (int if fields[k].type == "int" else float)(v)
+                                       for k, v in raw.items() if k not in params})
+    except (ValueError, ValidationError) as e:
+        raise SystemExit(f"--set: {e}") from None
 
 
 def main() -> None:
@@ -56,14 +67,13 @@ def main() -> None:
 
     from lowshot.images.folder import list_images
     from lowshot.metrics.evaluate import evaluate_sets
-    from lowshot.models.patch_transfer import PatchTransfer, PatchTransferConfig
     from lowshot.train.data import load_image
     from lowshot.translate import translate_photos
 
-    overrides = parse_set(args.set)
+    overrides, config = parse_set(args.set)
     files = list_images(args.datasets / "monet-train30") + (list_images(args.extra) if args.extra else [])
     paintings = torch.from_numpy(np.stack([load_image(f, 256) for f in files]))
-    model = PatchTransfer(PatchTransferConfig(**overrides), paintings)
+    model = PatchTransfer(config, paintings)
     photos = list_images(args.datasets / "photos")[-500:][:args.photos]
     held_out = args.out / f"photos-{args.photos}"
     if not held_out.is_dir():
