@@ -5,8 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from lowshot.models import patch_transfer
-from lowshot.models.patch_transfer import (PatchTransfer, PatchTransferConfig, blend_textures, descriptors, from_ycc,
-                                           gaussian_blur, hann_window, to_ycc)
+from lowshot.models.patch_transfer import (QUANTILES, PatchTransfer, PatchTransferConfig, blend_textures,
+                                           channel_quantiles, descriptors, from_ycc, gaussian_blur, hann_window,
+                                           to_ycc)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -144,6 +145,14 @@ def test_translation_takes_its_texture_from_the_paintings():
     assert y.std() > 0.2  # noise strokes, not a flat image
     paint = paintings.float() / 127.5 - 1
     assert abs(y.mean() - paint.mean()) < 0.1
+
+
+def test_the_paintings_quantiles_run_from_their_minimum_to_their_maximum_however_many_values():
+    """Past 2^24 values a float32 rank would round past the last one (331 paintings at 256 px did)."""
+    values = torch.arange(4096 * 4100, dtype=torch.float32).flip(0).view(1, 1, 4096, 4100)
+    table = channel_quantiles(values)
+    assert table.shape == (1, QUANTILES) and table[0, 0] == 0 and table[0, -1] == values.max()
+    assert (table.diff(dim=1) > 0).all()
 
 
 def test_any_size_is_covered_and_a_photo_translates_alike_alone_or_in_a_batch():

@@ -120,7 +120,7 @@ def gaussian_blur(patches: Tensor, sigma: float) -> Tensor:
 def channel_quantiles(images: Tensor) -> Tensor:
     """(C, QUANTILES): each channel's values over all `images` at QUANTILES evenly spaced ranks, min to max."""
     values = images.transpose(0, 1).reshape(images.shape[1], -1).sort(-1).values
-    at = torch.linspace(0, values.shape[-1] - 1, QUANTILES, device=images.device).round().long()
+    at = torch.arange(QUANTILES, device=images.device) * (values.shape[-1] - 1) // (QUANTILES - 1)  # exact in int64
     return values[:, at]
 
 
