@@ -119,9 +119,10 @@ def gaussian_blur(patches: Tensor, sigma: float) -> Tensor:
 
 def channel_quantiles(images: Tensor) -> Tensor:
     """(C, QUANTILES): each channel's values over all `images` at QUANTILES evenly spaced ranks, min to max."""
-    values = images.transpose(0, 1).reshape(images.shape[1], -1).sort(-1).values
-    at = torch.arange(QUANTILES, device=images.device) * (values.shape[-1] - 1) // (QUANTILES - 1)  # exact in int64
-    return values[:, at]
+    count = images.numel() // images.shape[1]
+    at = torch.arange(QUANTILES, device=images.device) * (count - 1) // (QUANTILES - 1)  # exact in int64
+    # a channel at a time: sorting all at once holds every value three times over (and its sort indices)
+    return torch.stack([channel.flatten().sort().values[at] for channel in images.transpose(0, 1)])
 
 
 def hann_window(patch: int) -> Tensor:
