@@ -53,24 +53,59 @@ def test_without_a_coarse_level_the_search_is_exact_whatever_the_chunk(monkeypat
     assert torch.equal(model.nearest(queries, k), want)
 
 
+def _coarse(model: PatchTransfer) -> torch.Tensor:
+    """Every coarse-grid patch's whole descriptor, in the coarse scan's order (brute force)."""
+    ycc = to_ycc(torch.cat([model.paintings, model.paintings.flip(-1)]).float() / 255)
+    stride = model.config.bank_stride * model.ratio
+    return descriptors(ycc, model.config.patch, model.config.descriptor, stride)
+
+
+def _noisy_bank_patches(bank: torch.Tensor, n: int = 300) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return bank[torch.randperm(len(bank), generator=g)[:n]] + 0.02 * torch.randn(n, bank.shape[1], generator=g)
+
+
 @pytest.mark.parametrize("stride", [1, 2, 4])
 def test_coarse_to_fine_search_is_never_worse_than_the_coarse_scan_and_finds_its_own_patches(monkeypatch, stride):
-    """Each window's nearest is at least as near as the best coarse-grid patch (each coarse patch lies in its
-    own cell), usually nearer; a query that is a coarse-grid patch finds itself; the choices are distinct."""
+    """Scanning whole descriptors, each window's nearest is at least as near as the best coarse-grid patch (each
+    coarse patch lies in its own cell), usually nearer; a query that is a coarse-grid patch finds itself; the
+    choices are distinct."""
     monkeypatch.setattr(patch_transfer, "REFINE_CHUNK", 7)
+    monkeypatch.setattr(patch_transfer, "COARSE_DIMS", 3 * 8 * 8)
     model = PatchTransfer(PatchTransferConfig(patch=16, bank_stride=stride, descriptor=8), _smooth(2, size=64))
     assert model.ratio == 8 // stride and model.bank_size == 4 * (48 // stride + 1) ** 2
-    bank = _bank(model)
-    g = torch.Generator().manual_seed(0)
-    queries = bank[torch.randperm(len(bank), generator=g)[:300]] + 0.02 * torch.randn(300, bank.shape[1], generator=g)
+    bank, coarse = _bank(model), _coarse(model)
+    queries = _noisy_bank_patches(bank)
     found = model.nearest(queries, 3)
     assert all(len(set(row.tolist())) == 3 for row in found)
     nearest = (bank[found[:, 0]] - queries).square().sum(1)
-    coarse_best = (queries[:, None] - model.coarse_bank[None]).square().sum(-1).min(1).values
+    coarse_best = (queries[:, None] - coarse[None]).square().sum(-1).min(1).values
     assert (nearest <= coarse_best * (1 + 1e-5)).all() and (nearest < coarse_best * (1 - 1e-5)).float().mean() > 0.3
-    on_grid = torch.tensor([0, 7, len(model.coarse_bank) - 1])
-    got = model.nearest(model.coarse_bank[on_grid], 1)[:, 0]
-    assert torch.allclose(bank[got], model.coarse_bank[on_grid], atol=1e-6)
+    on_grid = torch.tensor([0, 7, len(coarse) - 1])
+    got = model.nearest(coarse[on_grid], 1)[:, 0]
+    assert torch.allclose(bank[got], coarse[on_grid], atol=1e-6)
+
+
+def test_the_scan_on_principal_axes_finds_what_the_scan_on_whole_descriptors_finds(monkeypatch):
+    """The coarse scan on 48 of the descriptors' 192 axes picks the candidates that whole descriptors pick,
+    so the search ends as near as before, and a coarse-grid patch still finds itself."""
+    paintings = _smooth(3, size=64)
+    config = PatchTransferConfig(patch=16, bank_stride=4, descriptor=8)
+    model = PatchTransfer(config, paintings)
+    assert model.coarse_basis.shape == (3 * 8 * 8, patch_transfer.COARSE_DIMS) and model.coarse_bank.shape[1] == 48
+    monkeypatch.setattr(patch_transfer, "COARSE_DIMS", 3 * 8 * 8)
+    whole = PatchTransfer(config, paintings)
+    assert whole.coarse_basis is None
+    bank, coarse = _bank(model), _coarse(model)
+    queries = _noisy_bank_patches(bank)
+    cells, want = model._scan(model.project(queries), 16), whole._scan(queries, 16)
+    shared = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(cells, want)) / want.numel()
+    assert shared > 0.95
+    found, before = model.nearest(queries, 1)[:, 0], whole.nearest(queries, 1)[:, 0]
+    dist = {name: (bank[at] - queries).square().sum(1).mean() for name, at in (("found", found), ("before", before))}
+    assert dist["found"] <= dist["before"] * 1.02 and (found == before).float().mean() > 0.9
+    on_grid = torch.tensor([0, 11, len(coarse) - 1])
+    assert torch.allclose(bank[model.nearest(coarse[on_grid], 1)[:, 0]], coarse[on_grid], atol=1e-5)
 
 
 def test_blend_keeps_the_contrast_of_unrelated_textures_wherever_the_windows_fall():
