@@ -36,10 +36,10 @@ def _smooth(n: int, size: int = 48, seed: int = 0) -> torch.Tensor:
     return F.interpolate(noise, size=(size, size), mode="bicubic").clamp(0, 255).to(torch.uint8)
 
 
-def _bank(model: PatchTransfer) -> torch.Tensor:
-    """Every bank patch's descriptor, in the bank's index order (brute force)."""
+def _bank(model: PatchTransfer, stride: int | None = None) -> torch.Tensor:
+    """Every bank patch's whole descriptor (or every patch at `stride`), in the bank's index order (brute force)."""
     ycc = to_ycc(torch.cat([model.paintings, model.paintings.flip(-1)]).float() / 255)
-    return descriptors(ycc, model.config.patch, model.config.descriptor, model.config.bank_stride)
+    return descriptors(ycc, model.config.patch, model.config.descriptor, stride or model.config.bank_stride)
 
 
 @pytest.mark.parametrize("k", [1, 3])
@@ -55,9 +55,7 @@ def test_without_a_coarse_level_the_search_is_exact_whatever_the_chunk(monkeypat
 
 def _coarse(model: PatchTransfer) -> torch.Tensor:
     """Every coarse-grid patch's whole descriptor, in the coarse scan's order (brute force)."""
-    ycc = to_ycc(torch.cat([model.paintings, model.paintings.flip(-1)]).float() / 255)
-    stride = model.config.bank_stride * model.ratio
-    return descriptors(ycc, model.config.patch, model.config.descriptor, stride)
+    return _bank(model, model.config.bank_stride * model.ratio)
 
 
 def _noisy_bank_patches(bank: torch.Tensor, n: int = 300) -> torch.Tensor:
