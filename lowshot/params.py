@@ -321,11 +321,12 @@ class CycleGANParams(Section):
                                                              "YCbCr channel) move to the paintings' (0 = kept, 1 = "
                                                              "matched: every photo gets the Monets' one palette)")
     patch_detail: float = Field(5.0, gt=0, description="patches: the photo keeps what a Gaussian blur of this sigma "
-                                                       "(px) keeps; everything finer (the strokes) comes from the "
-                                                       "paintings")
+                                                       "(px) keeps; what is finer is the paintings' strokes (plus "
+                                                       "patch_photo_detail of the photo's own)")
     patch_texture: float = Field(2.0, ge=0, description="patches: strength of the paintings' strokes laid "
                                                          "over the blurred photo (1 = their contrast in the paintings; "
-                                                         "0 = the blurred photo alone)")
+                                                         "0 = none: the photo's blur and patch_photo_detail of its "
+                                                         "detail)")
     patch_choices: int = Field(4, ge=1, description="patches: each window takes one of its this many nearest "
                                                     "patches, by a fixed pattern (1 = the nearest; more breaks the "
                                                     "grid a flat sky would repeat)")
